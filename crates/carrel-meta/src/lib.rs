@@ -1,0 +1,114 @@
+//! carrel-meta: the metadata database of a data root.
+//!
+//! One SQLite file (`carrel.db`, WAL, `synchronous=NORMAL`) shared by every carrel process on the
+//! root. The schema is versioned with `PRAGMA user_version` and migrated forward when opened.
+//! Every table has one owning module: [`snapshots`] (storage drivers), [`blobs`], [`images`],
+//! [`leases`] (in-flight work). Row accessors take a `&Connection` so callers can combine several
+//! of them in one transaction via [`Meta::write`].
+
+pub mod blobs;
+pub mod error;
+pub mod images;
+pub mod leases;
+mod migrations;
+pub mod settings;
+pub mod snapshots;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+pub use error::MetaError;
+pub use leases::{Lease, LeaseId};
+pub use rusqlite::{Connection, Transaction};
+
+/// Result type of this crate.
+pub type Result<T, E = MetaError> = std::result::Result<T, E>;
+
+/// A handle on the metadata database.
+pub struct Meta {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Meta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meta").field("path", &self.path).finish()
+    }
+}
+
+/// How long a writer waits for another process's transaction before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Meta {
+    /// Open (creating if needed) the database at `path` and migrate it to the current schema.
+    pub fn open(path: &Path) -> Result<Meta> {
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| MetaError::Io(path.to_path_buf(), e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| MetaError::open(path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| MetaError::open(path, e))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+        )
+        .map_err(|e| MetaError::open(path, e))?;
+        migrations::migrate(&conn, path)?;
+        Ok(Meta {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run read-only work on the connection.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn)
+    }
+
+    /// Run `f` in a write transaction (`BEGIN IMMEDIATE`, so writers queue instead of deadlocking)
+    /// and commit it when `f` succeeds. Nothing is written when `f` fails.
+    pub fn write<T>(&self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Check the database file itself (`PRAGMA quick_check`).
+    pub fn integrity_check(&self) -> Result<Vec<String>> {
+        self.read(|c| {
+            let mut stmt = c.prepare("PRAGMA quick_check")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for r in rows {
+                let r = r?;
+                if r != "ok" {
+                    out.push(r);
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Seconds since the Unix epoch, with nanoseconds, as stored in `created` columns.
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
