@@ -1,0 +1,2 @@
+//! Output formatting (in progress).
+pub struct Placeholder;

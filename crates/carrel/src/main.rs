@@ -1,0 +1,7 @@
+//! The `carrel` command.
+
+mod format;
+
+fn main() {
+    let _ = format::Placeholder;
+}
