@@ -1,0 +1,1 @@
+//! carrel-engine (in progress).
