@@ -5,8 +5,10 @@
 //! - `ingest/<lease>-<random>`: writes in flight. A file here whose lease is not alive is the
 //!   remains of an interrupted write and is deleted by [`ContentStore::cleanup_ingest`].
 //!
-//! A write goes temp file → fsync → verify digest and size → rename into place → fsync the
-//! directory → record the row in the `blobs` table. Removal deletes the row first, then the file.
+//! A write goes temp file → fsync → verify digest and size → record the row (under the writer's
+//! lease) → rename into place → fsync the directory. Removal deletes the row first, then the file,
+//! so a blob file without a row is always garbage; a row whose file is not there yet is not
+//! reported by [`ContentStore::contains`].
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -147,6 +149,11 @@ impl ContentStore {
     /// Forget a blob: its row first, then its file.
     pub fn delete(&self, digest: &Digest) -> Result<()> {
         self.meta.write(|tx| blobs::delete(tx, digest))?;
+        self.remove_file(digest)
+    }
+
+    /// Remove the file of a blob whose row is already gone (a missing file is fine).
+    pub fn remove_file(&self, digest: &Digest) -> Result<()> {
         let path = self.blob_path(digest);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -275,10 +282,8 @@ impl BlobWriter {
         file.set_permissions(std::fs::Permissions::from_mode(0o444))
             .map_err(|e| StorageError::io("protecting", &self.path, e))?;
         drop(file);
-        let dest = self.store.blob_path(&digest);
-        std::fs::rename(&self.path, &dest).map_err(|e| StorageError::io("committing", &dest, e))?;
-        let dir = self.store.dir.join("blobs/sha256");
-        carrel_core::fs::fsync_dir(&dir).map_err(|e| StorageError::io("syncing", &dir, e))?;
+        // The row (and the lease's protection) first, then the file: a blob file on disk without
+        // a row is always garbage, so collectors may remove such files at any time.
         let row = BlobRow {
             digest: digest.clone(),
             size,
@@ -289,6 +294,10 @@ impl BlobWriter {
             blobs::insert(tx, &row)?;
             carrel_meta::leases::add_resource(tx, &self.lease_id, "blob", &digest.to_string())
         })?;
+        let dest = self.store.blob_path(&digest);
+        std::fs::rename(&self.path, &dest).map_err(|e| StorageError::io("committing", &dest, e))?;
+        let dir = self.store.dir.join("blobs/sha256");
+        carrel_core::fs::fsync_dir(&dir).map_err(|e| StorageError::io("syncing", &dir, e))?;
         Ok(digest)
     }
 }
