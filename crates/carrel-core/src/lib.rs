@@ -10,6 +10,7 @@ pub mod digest;
 pub mod error;
 pub mod fs;
 pub mod id;
+pub mod reference;
 pub mod units;
 
 pub use digest::{Digest, DigestReader, DigestWriter, Sha256};
