@@ -1,1 +1,516 @@
-//! (in progress)
+//! The `copy` driver (Docker's `vfs` equivalent): every snapshot is a full directory tree.
+//!
+//! ```text
+//! <root>/copy/            0710
+//!   <id>/                 0710
+//!     dir/                the snapshot's full tree
+//!     dir.tmp/            a copy in progress (renamed to dir/ when complete)
+//! ```
+//!
+//! `prepare` copies the parent's tree with [`copy_tree`], which clones file data with `FICLONE`
+//! where the filesystem has reflinks (XFS with `reflink=1`, btrfs) and otherwise copies it in the
+//! kernel with `copy_file_range`, keeping holes. A view is a read-only bind of its parent's tree
+//! (no copy); committed snapshots and views mount read-only, active ones read-write.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use carrel_meta::Meta;
+use carrel_meta::snapshots::{Kind, SnapshotRow};
+use carrel_mount::Mount;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, Timespec, Timestamps};
+
+use crate::overlay::mkdir_mode;
+use crate::snapshot::{
+    ApplyTarget, CleanupReport, DriverPaths, Info, Labels, Snapshotter, Store, Usage,
+    WhiteoutFormat, kind_name, measure, open_dir_nofollow, remove_tree,
+};
+use crate::{Result, StorageError};
+
+/// The copy storage driver.
+#[derive(Debug)]
+pub struct CopySnapshotter {
+    store: Store,
+    reflinks: bool,
+}
+
+impl CopySnapshotter {
+    /// Open (creating if needed) the driver's home `<root>/copy` and probe once whether its
+    /// filesystem has reflinks.
+    pub fn new(meta: Arc<Meta>, root: &Path) -> Result<CopySnapshotter> {
+        let home = root.join("copy");
+        mkdir_mode(&home, 0o710, true)?;
+        let reflinks = carrel_mount::features::reflink_supported(&home);
+        tracing::debug!(home = %home.display(), reflinks, "copy driver ready");
+        Ok(CopySnapshotter {
+            store: Store {
+                meta,
+                home,
+                driver: "copy",
+            },
+            reflinks,
+        })
+    }
+
+    /// Whether file data is cloned with reflinks (probed once when the driver was opened);
+    /// otherwise it is copied.
+    pub fn reflinks(&self) -> bool {
+        self.reflinks
+    }
+
+    fn tree(&self, row: &SnapshotRow) -> PathBuf {
+        self.store.dir(&row.id).join("dir")
+    }
+
+    fn mounts_for(&self, row: &SnapshotRow, chain: &[SnapshotRow]) -> Result<Vec<Mount>> {
+        Ok(match row.kind {
+            Kind::Active => vec![Mount::bind(self.tree(row), false)],
+            Kind::Committed => vec![Mount::bind(self.tree(row), true)],
+            Kind::View => {
+                let parent = chain.first().ok_or_else(|| StorageError::WrongKind {
+                    key: row.key.clone(),
+                    actual: "view without parent",
+                    expected: "view",
+                })?;
+                vec![Mount::bind(self.tree(parent), true)]
+            }
+        })
+    }
+
+    fn create_layout(&self, row: &SnapshotRow, chain: &[SnapshotRow]) -> Result<()> {
+        let dir = self.store.dir(&row.id);
+        mkdir_mode(&dir, 0o710, false)?;
+        if row.kind == Kind::View {
+            return Ok(());
+        }
+        let tree = dir.join("dir");
+        match chain.first() {
+            None => mkdir_mode(&tree, 0o755, false),
+            Some(parent) => {
+                let tmp = dir.join("dir.tmp");
+                let src = self.tree(parent);
+                let stats = copy_tree(&src, &tmp)
+                    .map_err(|e| StorageError::io("copying snapshot tree from", &src, e))?;
+                std::fs::rename(&tmp, &tree).map_err(|e| StorageError::io("renaming", &tmp, e))?;
+                tracing::debug!(key = %row.key, files = stats.files, reflinked = stats.reflinked, "copied parent tree");
+                Ok(())
+            }
+        }
+    }
+
+    fn create(&self, key: &str, parent: Option<&str>, kind: Kind, labels: Labels) -> Result<Vec<Mount>> {
+        let (row, chain) = self.store.insert_new(key, parent, kind, labels, None)?;
+        if let Err(e) = self.create_layout(&row, &chain) {
+            self.store.rollback(&row, None);
+            return Err(e);
+        }
+        self.mounts_for(&row, &chain)
+    }
+}
+
+impl Snapshotter for CopySnapshotter {
+    fn driver_name(&self) -> &'static str {
+        "copy"
+    }
+
+    fn home(&self) -> PathBuf {
+        self.store.home.clone()
+    }
+
+    fn prepare(&self, key: &str, parent: Option<&str>, labels: Labels) -> Result<Vec<Mount>> {
+        self.create(key, parent, Kind::Active, labels)
+    }
+
+    fn view(&self, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>> {
+        self.create(key, Some(parent), Kind::View, labels)
+    }
+
+    fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        let row = self.store.get(key)?;
+        let chain = match row.kind {
+            Kind::View => self.store.chain(row.parent.as_deref())?,
+            _ => Vec::new(),
+        };
+        self.mounts_for(&row, &chain)
+    }
+
+    fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
+        self.store.commit(name, key, labels, None, |row| {
+            let tree = self.tree(row);
+            measure(&tree).map_err(|e| StorageError::io("measuring", tree, e))
+        })
+    }
+
+    fn remove(&self, key: &str) -> Result<()> {
+        let row = self.store.remove_row(key)?;
+        let dir = self.store.dir(&row.id);
+        remove_tree(&dir).map_err(|e| StorageError::io("removing", &dir, e))?;
+        Ok(())
+    }
+
+    fn stat(&self, key: &str) -> Result<Info> {
+        self.store.stat(key)
+    }
+
+    fn update_labels(&self, key: &str, labels: Labels) -> Result<Info> {
+        self.store.update_labels(key, labels)
+    }
+
+    fn usage(&self, key: &str) -> Result<Usage> {
+        self.store.usage(key, |row| match row.kind {
+            Kind::View => self.store.dir(&row.id),
+            _ => self.tree(row),
+        })
+    }
+
+    fn walk(&self) -> Result<Vec<Info>> {
+        self.store.walk()
+    }
+
+    fn apply_target(&self, key: &str) -> Result<ApplyTarget> {
+        let row = self.store.get(key)?;
+        if row.kind != Kind::Active {
+            return Err(StorageError::WrongKind {
+                key: key.to_string(),
+                actual: kind_name(row.kind),
+                expected: "active",
+            });
+        }
+        Ok(ApplyTarget {
+            dir: self.tree(&row),
+            format: WhiteoutFormat::Naive,
+        })
+    }
+
+    fn upper_dir(&self, key: &str) -> Result<PathBuf> {
+        Ok(self.tree(&self.store.get(key)?))
+    }
+
+    fn paths(&self, key: &str) -> Result<DriverPaths> {
+        let row = self.store.get(key)?;
+        let tree = match row.kind {
+            Kind::View => {
+                let chain = self.store.chain(row.parent.as_deref())?;
+                chain.first().map(|p| self.tree(p)).unwrap_or_else(|| self.tree(&row))
+            }
+            _ => self.tree(&row),
+        };
+        Ok(DriverPaths {
+            lower: Vec::new(),
+            upper: tree.clone(),
+            merged: tree,
+            work: PathBuf::new(),
+        })
+    }
+
+    fn cleanup(&self, dry_run: bool) -> Result<CleanupReport> {
+        // A view has no tree of its own; its directory is the marker.
+        let views: std::collections::HashSet<String> = self
+            .store
+            .walk()?
+            .into_iter()
+            .filter(|i| i.kind == Kind::View)
+            .map(|i| i.id)
+            .collect();
+        self.store.cleanup(dry_run, |d| {
+            let is_view = d
+                .file_name()
+                .and_then(OsStr::to_str)
+                .is_some_and(|id| views.contains(id));
+            if is_view { d.to_path_buf() } else { d.join("dir") }
+        })
+    }
+}
+
+/// What [`copy_tree`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyStats {
+    /// Regular files copied (hardlinks counted once).
+    pub files: u64,
+    /// Of those, how many were cloned with a reflink.
+    pub reflinked: u64,
+}
+
+/// Copy the tree at `src` to the new directory `dst`, preserving ownership, modes (including
+/// setuid/setgid/sticky), extended attributes (`trusted.*`, `security.capability`, ACLs),
+/// hardlinks within the tree, symlinks (never followed), device nodes, fifos and sockets (all
+/// recreated), sparse files and timestamps (directories' after their children). File data is
+/// cloned with `FICLONE` where possible, else copied with `copy_file_range`.
+pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<CopyStats> {
+    let src_fd = open_dir_nofollow(rustix::fs::CWD, src)?;
+    let st = rustix::fs::fstat(&src_fd)?;
+    rustix::fs::mkdir(dst, Mode::from_raw_mode(0o700))?;
+    let dst_fd = open_dir_nofollow(rustix::fs::CWD, dst)?;
+    let mut c = Copier {
+        dst_root: dst_fd.try_clone()?,
+        links: HashMap::new(),
+        stats: CopyStats::default(),
+    };
+    c.copy_dir(&src_fd, &dst_fd, Path::new(""))?;
+    finish_fd(&src_fd, &dst_fd, &st)?;
+    Ok(c.stats)
+}
+
+struct Copier {
+    dst_root: OwnedFd,
+    links: HashMap<(u64, u64), PathBuf>,
+    stats: CopyStats,
+}
+
+fn rdonly() -> OFlags {
+    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+impl Copier {
+    fn copy_dir(&mut self, src: &OwnedFd, dst: &OwnedFd, rel: &Path) -> io::Result<()> {
+        let mut names: Vec<CString> = Vec::new();
+        for entry in rustix::fs::Dir::read_from(src)? {
+            let entry = entry?;
+            let n = entry.file_name();
+            if n.to_bytes() != b"." && n.to_bytes() != b".." {
+                names.push(n.to_owned());
+            }
+        }
+        for name in names {
+            self.copy_entry(src, dst, rel, &name).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", rel.join(OsStr::from_bytes(name.to_bytes())).display()),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn copy_entry(&mut self, src: &OwnedFd, dst: &OwnedFd, rel: &Path, name: &CStr) -> io::Result<()> {
+        let st = rustix::fs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        let ft = FileType::from_raw_mode(st.st_mode);
+        let child_rel = rel.join(OsStr::from_bytes(name.to_bytes()));
+        if ft != FileType::Directory && st.st_nlink > 1 {
+            let id = (st.st_dev, st.st_ino);
+            if let Some(first) = self.links.get(&id) {
+                rustix::fs::linkat(&self.dst_root, first, dst, name, AtFlags::empty())?;
+                return Ok(());
+            }
+            self.links.insert(id, child_rel.clone());
+        }
+        let perm = Mode::from_raw_mode(st.st_mode & 0o7777);
+        match ft {
+            FileType::Directory => {
+                rustix::fs::mkdirat(dst, name, Mode::from_raw_mode(0o700))?;
+                let s = open_dir_nofollow(src, name)?;
+                let d = open_dir_nofollow(dst, name)?;
+                self.copy_dir(&s, &d, &child_rel)?;
+                finish_fd(&s, &d, &st)
+            }
+            FileType::RegularFile => {
+                let s = rustix::fs::openat(src, name, rdonly(), Mode::empty())?;
+                let d = rustix::fs::openat(
+                    dst,
+                    name,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )?;
+                self.stats.files += 1;
+                if copy_data(&s, &d, st.st_size as u64)? {
+                    self.stats.reflinked += 1;
+                }
+                finish_fd(&s, &d, &st)
+            }
+            FileType::Symlink => {
+                let target = rustix::fs::readlinkat(src, name, Vec::new())?;
+                rustix::fs::symlinkat(target.as_c_str(), dst, name)?;
+                finish_at(src, dst, name, &st, true)
+            }
+            FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo | FileType::Socket => {
+                rustix::fs::mknodat(dst, name, ft, perm, st.st_rdev)?;
+                finish_at(src, dst, name, &st, false)
+            }
+            FileType::Unknown => {
+                tracing::warn!(path = %child_rel.display(), "skipping file of unknown type");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Clone or copy all data of `s` into `d`, keeping holes. Returns whether a reflink was used.
+fn copy_data(s: &OwnedFd, d: &OwnedFd, len: u64) -> io::Result<bool> {
+    if len > 0 {
+        let sf = std::fs::File::from(s.try_clone()?);
+        let df = std::fs::File::from(d.try_clone()?);
+        if carrel_core::fs::try_reflink(&sf, &df)? {
+            return Ok(true);
+        }
+    }
+    let mut pos = 0u64;
+    while pos < len {
+        let data = match rustix::fs::seek(s, SeekFrom::Data(pos)) {
+            Ok(p) => p,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => pos, // no SEEK_DATA: copy everything
+        };
+        let end = match rustix::fs::seek(s, SeekFrom::Hole(data)) {
+            Ok(p) => p.min(len),
+            Err(_) => len,
+        };
+        copy_range(s, d, data, end - data)?;
+        pos = end;
+    }
+    rustix::fs::ftruncate(d, len)?;
+    Ok(false)
+}
+
+fn copy_range(s: &OwnedFd, d: &OwnedFd, start: u64, mut n: u64) -> io::Result<()> {
+    let mut off_in = start;
+    let mut off_out = start;
+    while n > 0 {
+        let chunk = n.min(1 << 30) as usize;
+        match rustix::fs::copy_file_range(s, Some(&mut off_in), d, Some(&mut off_out), chunk) {
+            Ok(0) => return Ok(()),
+            Ok(k) => n -= k as u64,
+            Err(rustix::io::Errno::XDEV)
+            | Err(rustix::io::Errno::OPNOTSUPP)
+            | Err(rustix::io::Errno::INVAL)
+            | Err(rustix::io::Errno::NOSYS) => {
+                let mut buf = vec![0u8; chunk.min(1 << 20)];
+                let k = rustix::io::pread(s, &mut buf, off_in)?;
+                if k == 0 {
+                    return Ok(());
+                }
+                let mut w = 0;
+                while w < k {
+                    w += rustix::io::pwrite(d, &buf[w..k], off_out + w as u64)?;
+                }
+                off_in += k as u64;
+                off_out += k as u64;
+                n -= k as u64;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn timestamps(st: &rustix::fs::Stat) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: st.st_atime as _,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime as _,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    }
+}
+
+/// Owner, mode, xattrs and times of a file or directory we hold descriptors of. Ownership
+/// first (chown clears setuid bits and `security.capability`), times last.
+fn finish_fd(s: &OwnedFd, d: &OwnedFd, st: &rustix::fs::Stat) -> io::Result<()> {
+    rustix::fs::fchown(
+        d,
+        Some(rustix::fs::Uid::from_raw(st.st_uid)),
+        Some(rustix::fs::Gid::from_raw(st.st_gid)),
+    )?;
+    rustix::fs::fchmod(d, Mode::from_raw_mode(st.st_mode & 0o7777))?;
+    let src_path = carrel_core::fs::proc_fd_path(s.as_fd());
+    let dst_path = carrel_core::fs::proc_fd_path(d.as_fd());
+    copy_xattrs(&src_path, &dst_path)?;
+    rustix::fs::futimens(d, &timestamps(st))?;
+    Ok(())
+}
+
+/// The same for entries we do not open (symlinks, devices, fifos, sockets).
+fn finish_at(
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    name: &CStr,
+    st: &rustix::fs::Stat,
+    symlink: bool,
+) -> io::Result<()> {
+    rustix::fs::chownat(
+        dst,
+        name,
+        Some(rustix::fs::Uid::from_raw(st.st_uid)),
+        Some(rustix::fs::Gid::from_raw(st.st_gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    if !symlink {
+        rustix::fs::chmodat(dst, name, Mode::from_raw_mode(st.st_mode & 0o7777), AtFlags::empty())?;
+    }
+    let n = OsStr::from_bytes(name.to_bytes());
+    copy_xattrs(
+        &carrel_core::fs::proc_fd_path(src.as_fd()).join(n),
+        &carrel_core::fs::proc_fd_path(dst.as_fd()).join(n),
+    )?;
+    rustix::fs::utimensat(dst, name, &timestamps(st), AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
+
+/// Copy every extended attribute of `src` to `dst` (neither followed if a symlink). A
+/// destination that does not support an attribute is logged and skipped.
+fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
+    let names = list_xattrs(src)?;
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let name = OsStr::from_bytes(name);
+        let value = match get_xattr(src, name) {
+            Ok(v) => v,
+            Err(e) if e.raw_os_error() == Some(libc::ENODATA) => continue,
+            Err(e) => return Err(e),
+        };
+        match rustix::fs::lsetxattr(dst, name, &value, rustix::fs::XattrFlags::empty()) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::OPNOTSUPP) => {
+                tracing::warn!(path = %dst.display(), attr = %name.to_string_lossy(), "extended attribute not supported by the destination; skipped");
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("setting {}: {e}", name.to_string_lossy()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn list_xattrs(p: &Path) -> io::Result<Vec<u8>> {
+    loop {
+        let n = match rustix::fs::llistxattr_query(p) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::OPNOTSUPP) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut buf = vec![0u8; n];
+        match rustix::fs::llistxattr(p, &mut buf[..]) {
+            Ok(k) => {
+                buf.truncate(k);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn get_xattr(p: &Path, name: &OsStr) -> io::Result<Vec<u8>> {
+    loop {
+        let n = rustix::fs::lgetxattr_query(p, name)?;
+        let mut buf = vec![0u8; n];
+        match rustix::fs::lgetxattr(p, name, &mut buf[..]) {
+            Ok(k) => {
+                buf.truncate(k);
+                return Ok(buf);
+            }
+            Err(rustix::io::Errno::RANGE) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+

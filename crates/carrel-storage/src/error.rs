@@ -78,8 +78,11 @@ pub enum StorageError {
     #[error(transparent)]
     Meta(#[from] carrel_meta::MetaError),
     /// A mount failed.
-    #[error("mount: {0}")]
-    Mount(String),
+    #[error(transparent)]
+    Mount(#[from] carrel_mount::MountError),
+    /// A snapshot key that cannot be used (empty).
+    #[error("invalid snapshot key {0:?}")]
+    InvalidKey(String),
     /// A filesystem operation failed.
     #[error("{context} {path}: {source}")]
     Io {
@@ -115,7 +118,8 @@ impl HasKind for StorageError {
                 ErrorKind::InvalidArgument
             }
             StorageError::Meta(e) => e.kind(),
-            StorageError::Mount(_) => ErrorKind::Internal,
+            StorageError::Mount(e) => e.kind(),
+            StorageError::InvalidKey(_) => ErrorKind::InvalidArgument,
             StorageError::Io { source, .. } => ErrorKind::from_io(source),
         }
     }

@@ -9,14 +9,23 @@
 //! a row is written before its directory is created and deleted before its directory is removed,
 //! so a crash leaves at worst an orphan directory, which [`Snapshotter::cleanup`] reclaims.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use carrel_meta::Meta;
+use carrel_meta::snapshots::{self as rows, SnapshotRow};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, StatxFlags};
 
 pub use carrel_archive::WhiteoutFormat;
 use carrel_meta::snapshots::Kind;
 use carrel_mount::Mount;
 
-use crate::Result;
+use crate::{Result, StorageError};
 
 /// Labels attached to a snapshot.
 pub type Labels = BTreeMap<String, String>;
@@ -133,4 +142,431 @@ pub trait Snapshotter: Send + Sync {
     /// Reclaim directories that have no metadata row (left by a crash) and dangling helper
     /// entries. With `dry_run` nothing is removed, only reported.
     fn cleanup(&self, dry_run: bool) -> Result<CleanupReport>;
+
+    /// The deepest chain of committed layers the driver can mount (`None`: no limit). A chain of
+    /// this many layers still takes a writable snapshot on top (a container), but committing
+    /// that snapshot as one more layer fails with
+    /// [`StorageError::TooDeep`](crate::StorageError::TooDeep).
+    fn max_depth(&self) -> Option<usize> {
+        None
+    }
+}
+
+impl Info {
+    pub(crate) fn from_row(row: &SnapshotRow) -> Info {
+        Info {
+            key: row.key.clone(),
+            parent: row.parent.clone(),
+            kind: row.kind,
+            id: row.id.clone(),
+            created: row.created,
+            labels: row.labels.clone(),
+            size: row.size,
+        }
+    }
+}
+
+pub(crate) fn kind_name(kind: Kind) -> &'static str {
+    kind.as_str()
+}
+
+/// The metadata side shared by both drivers: rows in the `snapshots` table and the order of
+/// operations around them.
+#[derive(Debug)]
+pub(crate) struct Store {
+    pub(crate) meta: Arc<Meta>,
+    pub(crate) home: PathBuf,
+    pub(crate) driver: &'static str,
+}
+
+impl Store {
+    /// The directory of a snapshot (ids are validated plain names when rows are read).
+    pub(crate) fn dir(&self, id: &str) -> PathBuf {
+        self.home.join(id)
+    }
+
+    /// The row of `key`, or `SnapshotNotFound`.
+    pub(crate) fn get(&self, key: &str) -> Result<SnapshotRow> {
+        self.meta
+            .read(|c| rows::get(c, key))?
+            .ok_or_else(|| StorageError::SnapshotNotFound(key.to_string()))
+    }
+
+    /// The rows of `parent` and its ancestors, topmost (i.e. `parent`) first.
+    pub(crate) fn chain(&self, parent: Option<&str>) -> Result<Vec<SnapshotRow>> {
+        self.meta.read(|c| chain_in(c, parent))?
+    }
+
+    /// Insert the row of a new snapshot (before anything is created on disk) and return it with
+    /// its ancestors, topmost first. Views and active snapshots need a committed parent.
+    pub(crate) fn insert_new(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        kind: Kind,
+        labels: Labels,
+        max_depth: Option<usize>,
+    ) -> Result<(SnapshotRow, Vec<SnapshotRow>)> {
+        if key.is_empty() {
+            return Err(StorageError::InvalidKey(key.to_string()));
+        }
+        let now = carrel_meta::now_nanos();
+        let row = SnapshotRow {
+            key: key.to_string(),
+            id: carrel_core::id::random_id(),
+            parent: parent.map(str::to_string),
+            kind,
+            created: now,
+            updated: now,
+            size: None,
+            inodes: None,
+            labels,
+        };
+        let ancestors = self.meta.write(|tx| {
+            if rows::get(tx, key)?.is_some() {
+                return Ok(Err(StorageError::SnapshotExists(key.to_string())));
+            }
+            let chain = match chain_in(tx, parent)? {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(e)),
+            };
+            if let Some(p) = chain.first()
+                && p.kind != Kind::Committed
+            {
+                return Ok(Err(StorageError::WrongKind {
+                    key: p.key.clone(),
+                    actual: kind_name(p.kind),
+                    expected: "committed",
+                }));
+            }
+            if let Some(max) = max_depth {
+                let depth = chain.len();
+                if chain.len() > max {
+                    return Ok(Err(StorageError::TooDeep {
+                        key: key.to_string(),
+                        depth,
+                        max,
+                        driver: self.driver,
+                    }));
+                }
+            }
+            rows::insert(tx, &row)?;
+            Ok(Ok(chain))
+        })??;
+        Ok((row, ancestors))
+    }
+
+    /// Undo [`Store::insert_new`] after a failure on disk: row first, then the directory.
+    pub(crate) fn rollback(&self, row: &SnapshotRow, extra: Option<&Path>) {
+        if let Err(e) = self.meta.write(|tx| rows::delete(tx, &row.key)) {
+            tracing::warn!(key = %row.key, error = %e, "rollback of snapshot row failed");
+            return;
+        }
+        if let Some(p) = extra {
+            let _ = remove_tree(p);
+        }
+        if let Err(e) = remove_tree(&self.dir(&row.id)) {
+            tracing::warn!(key = %row.key, error = %e, "rollback of snapshot directory failed");
+        }
+    }
+
+    /// Commit active `key` as `name` with the usage measured by `measure`.
+    pub(crate) fn commit(
+        &self,
+        name: &str,
+        key: &str,
+        labels: Labels,
+        max_depth: Option<usize>,
+        measure: impl FnOnce(&SnapshotRow) -> Result<Usage>,
+    ) -> Result<()> {
+        if name.is_empty() {
+            return Err(StorageError::InvalidKey(name.to_string()));
+        }
+        let row = self.get(key)?;
+        if row.kind != Kind::Active {
+            return Err(StorageError::WrongKind {
+                key: key.to_string(),
+                actual: kind_name(row.kind),
+                expected: "active",
+            });
+        }
+        if let Some(max) = max_depth {
+            let depth = self.chain(row.parent.as_deref())?.len() + 1;
+            if depth > max {
+                return Err(StorageError::TooDeep {
+                    key: name.to_string(),
+                    depth,
+                    max,
+                    driver: self.driver,
+                });
+            }
+        }
+        let usage = measure(&row)?;
+        let now = carrel_meta::now_nanos();
+        self.meta.write(|tx| {
+            if name != key && rows::get(tx, name)?.is_some() {
+                return Ok(Err(StorageError::SnapshotExists(name.to_string())));
+            }
+            if !rows::commit(tx, key, name, usage.size, usage.inodes, &labels, now)? {
+                return Ok(Err(StorageError::WrongKind {
+                    key: key.to_string(),
+                    actual: "not active",
+                    expected: "active",
+                }));
+            }
+            Ok(Ok(()))
+        })??;
+        tracing::debug!(driver = self.driver, key, name, size = usage.size, "committed snapshot");
+        Ok(())
+    }
+
+    /// Delete the row of `key` if it has no children, returning it (the caller then removes the
+    /// directory).
+    pub(crate) fn remove_row(&self, key: &str) -> Result<SnapshotRow> {
+        self.meta.write(|tx| {
+            let Some(row) = rows::get(tx, key)? else {
+                return Ok(Err(StorageError::SnapshotNotFound(key.to_string())));
+            };
+            let children = rows::children(tx, key)?;
+            if !children.is_empty() {
+                return Ok(Err(StorageError::HasChildren {
+                    key: key.to_string(),
+                    children: children.len(),
+                }));
+            }
+            rows::delete(tx, key)?;
+            Ok(Ok(row))
+        })?
+    }
+
+    pub(crate) fn stat(&self, key: &str) -> Result<Info> {
+        Ok(Info::from_row(&self.get(key)?))
+    }
+
+    pub(crate) fn update_labels(&self, key: &str, labels: Labels) -> Result<Info> {
+        let found = self.meta.write(|tx| rows::set_labels(tx, key, &labels))?;
+        if !found {
+            return Err(StorageError::SnapshotNotFound(key.to_string()));
+        }
+        self.stat(key)
+    }
+
+    /// Every snapshot, parents before children (roots in creation order, then depth first).
+    pub(crate) fn walk(&self) -> Result<Vec<Info>> {
+        let all = self.meta.read(rows::list)?;
+        let keys: HashSet<&str> = all.iter().map(|r| r.key.as_str()).collect();
+        let mut children: HashMap<&str, Vec<&SnapshotRow>> = HashMap::new();
+        let mut roots = Vec::new();
+        for r in &all {
+            match r.parent.as_deref() {
+                Some(p) if keys.contains(p) => children.entry(p).or_default().push(r),
+                _ => roots.push(r),
+            }
+        }
+        let mut out = Vec::with_capacity(all.len());
+        let mut stack: Vec<&SnapshotRow> = roots.into_iter().rev().collect();
+        while let Some(r) = stack.pop() {
+            out.push(Info::from_row(r));
+            if let Some(kids) = children.get(r.key.as_str()) {
+                stack.extend(kids.iter().rev());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Usage: recorded for committed snapshots, measured in `path` otherwise.
+    pub(crate) fn usage(&self, key: &str, path_of: impl FnOnce(&SnapshotRow) -> PathBuf) -> Result<Usage> {
+        let row = self.get(key)?;
+        if row.kind == Kind::Committed
+            && let (Some(size), Some(inodes)) = (row.size, row.inodes)
+        {
+            return Ok(Usage { size, inodes });
+        }
+        let p = path_of(&row);
+        measure(&p).map_err(|e| StorageError::io("measuring usage of", p, e))
+    }
+
+    /// Find directories without rows (listing the directory before reading the rows, so a
+    /// snapshot being created concurrently, whose row is written before its directory, is never
+    /// taken for an orphan) and rows without directories. `complete` names the path whose
+    /// existence makes a snapshot's directory whole.
+    pub(crate) fn cleanup(
+        &self,
+        dry_run: bool,
+        complete: impl Fn(&Path) -> PathBuf,
+    ) -> Result<CleanupReport> {
+        let mut dirs = Vec::new();
+        let entries = std::fs::read_dir(&self.home)
+            .map_err(|e| StorageError::io("listing", &self.home, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::io("listing", &self.home, e))?;
+            let name = entry.file_name();
+            if is_dir_id(&name) {
+                dirs.push(name.to_string_lossy().into_owned());
+            }
+        }
+        let all = self.meta.read(rows::list)?;
+        let ids: HashSet<&str> = all.iter().map(|r| r.id.as_str()).collect();
+        let mut report = CleanupReport::default();
+        for id in dirs {
+            if ids.contains(id.as_str()) {
+                continue;
+            }
+            let p = self.dir(&id);
+            if !dry_run {
+                remove_tree(&p).map_err(|e| StorageError::io("removing orphan", &p, e))?;
+                tracing::info!(driver = self.driver, path = %p.display(), "removed orphan snapshot directory");
+            }
+            report.orphan_dirs.push(p);
+        }
+        for r in &all {
+            let d = self.dir(&r.id);
+            if !complete(&d).exists() {
+                tracing::warn!(driver = self.driver, key = %r.key, path = %d.display(), "snapshot directory missing");
+                report.missing_dirs.push(r.key.clone());
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Whether a name under a driver's home looks like a snapshot directory (a 64-hex id).
+pub(crate) fn is_dir_id(name: &OsStr) -> bool {
+    std::str::from_utf8(name.as_bytes()).is_ok_and(carrel_core::digest::is_hex64)
+}
+
+fn chain_in(c: &carrel_meta::Connection, parent: Option<&str>) -> carrel_meta::Result<Result<Vec<SnapshotRow>>> {
+    let mut out = Vec::new();
+    let mut next = parent.map(str::to_string);
+    while let Some(k) = next {
+        let Some(row) = rows::get(c, &k)? else {
+            return Ok(Err(StorageError::SnapshotNotFound(k)));
+        };
+        next = row.parent.clone();
+        out.push(row);
+        if out.len() > 100_000 {
+            return Ok(Err(StorageError::TooDeep {
+                key: k,
+                depth: out.len(),
+                max: 100_000,
+                driver: "snapshots",
+            }));
+        }
+    }
+    Ok(Ok(out))
+}
+
+/// Measure the blocks and inodes used under `path` (hardlinks once, one filesystem, symlinks not
+/// followed).
+pub(crate) fn measure(path: &Path) -> io::Result<Usage> {
+    use std::os::unix::fs::MetadataExt;
+    let root = std::fs::symlink_metadata(path)?;
+    let dev = root.dev();
+    let mut seen = HashSet::new();
+    let mut usage = Usage::default();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let m = match std::fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if m.dev() != dev {
+            continue;
+        }
+        if !m.is_dir() && m.nlink() > 1 && !seen.insert(m.ino()) {
+            continue;
+        }
+        usage.size += m.blocks() * 512;
+        usage.inodes += 1;
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        }
+    }
+    Ok(usage)
+}
+
+/// Remove a file or a directory tree without following symlinks and without ever descending
+/// into another mount (a still-mounted `merged` dir or bind makes it fail with `EBUSY` instead of
+/// deleting through the mount). A missing path is not an error.
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if !meta.is_dir() {
+        return std::fs::remove_file(path);
+    }
+    let fd = open_dir_nofollow(rustix::fs::CWD, path)?;
+    let mnt = mount_id(&fd, Path::new(""))?;
+    remove_contents(&fd, mnt, path)?;
+    match std::fs::remove_dir(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+pub(crate) fn open_dir_nofollow<Fd: std::os::fd::AsFd, P: rustix::path::Arg>(dir: Fd, name: P) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+fn mount_id<Fd: std::os::fd::AsFd>(dir: Fd, name: &Path) -> io::Result<u64> {
+    let flags = if name.as_os_str().is_empty() {
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW
+    } else {
+        AtFlags::SYMLINK_NOFOLLOW
+    };
+    Ok(rustix::fs::statx(dir, name, flags, StatxFlags::MNT_ID | StatxFlags::TYPE)?.stx_mnt_id)
+}
+
+fn remove_contents(dir: &OwnedFd, mnt: u64, shown: &Path) -> io::Result<()> {
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        names.push((PathBuf::from(OsStr::from_bytes(name)), entry.file_type()));
+    }
+    for (name, ft) in names {
+        let is_dir = match ft {
+            FileType::Directory => true,
+            FileType::Unknown => {
+                let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
+                FileType::from_raw_mode(st.st_mode) == FileType::Directory
+            }
+            _ => false,
+        };
+        if is_dir {
+            if mount_id(dir, &name)? != mnt {
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!("{} is a mount point (still mounted?)", shown.join(&name).display()),
+                ));
+            }
+            let child = open_dir_nofollow(dir, &name)?;
+            remove_contents(&child, mnt, &shown.join(&name))?;
+            rustix::fs::unlinkat(dir, &name, AtFlags::REMOVEDIR)?;
+        } else {
+            match rustix::fs::unlinkat(dir, &name, AtFlags::empty()) {
+                Err(rustix::io::Errno::BUSY) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::ResourceBusy,
+                        format!("{} is a mount point (still mounted?)", shown.join(&name).display()),
+                    ));
+                }
+                other => other?,
+            }
+        }
+    }
+    Ok(())
 }
