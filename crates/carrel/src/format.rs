@@ -1,2 +1,0 @@
-//! Output formatting (in progress).
-pub struct Placeholder;
