@@ -419,9 +419,7 @@ fn finish_fd(s: &OwnedFd, d: &OwnedFd, st: &rustix::fs::Stat) -> io::Result<()> 
         Some(rustix::fs::Gid::from_raw(st.st_gid)),
     )?;
     rustix::fs::fchmod(d, Mode::from_raw_mode(st.st_mode & 0o7777))?;
-    let src_path = carrel_core::fs::proc_fd_path(s.as_fd());
-    let dst_path = carrel_core::fs::proc_fd_path(d.as_fd());
-    copy_xattrs(&src_path, &dst_path)?;
+    copy_xattrs(XattrTarget::Fd(s), XattrTarget::Fd(d))?;
     rustix::fs::futimens(d, &timestamps(st))?;
     Ok(())
 }
@@ -445,17 +443,59 @@ fn finish_at(
         rustix::fs::chmodat(dst, name, Mode::from_raw_mode(st.st_mode & 0o7777), AtFlags::empty())?;
     }
     let n = OsStr::from_bytes(name.to_bytes());
-    copy_xattrs(
-        &carrel_core::fs::proc_fd_path(src.as_fd()).join(n),
-        &carrel_core::fs::proc_fd_path(dst.as_fd()).join(n),
-    )?;
+    // `/proc/self/fd/<dir>/<name>`: the directory's magic link is followed, `name` is not.
+    let src_path = carrel_core::fs::proc_fd_path(src.as_fd()).join(n);
+    let dst_path = carrel_core::fs::proc_fd_path(dst.as_fd()).join(n);
+    copy_xattrs(XattrTarget::Path(&src_path), XattrTarget::Path(&dst_path))?;
     rustix::fs::utimensat(dst, name, &timestamps(st), AtFlags::SYMLINK_NOFOLLOW)?;
     Ok(())
 }
 
-/// Copy every extended attribute of `src` to `dst` (neither followed if a symlink). A
-/// destination that does not support an attribute is logged and skipped.
-fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
+/// A file whose extended attributes are read or written: an open descriptor, or a path whose
+/// last component is not followed.
+#[derive(Clone, Copy)]
+enum XattrTarget<'a> {
+    Fd(&'a OwnedFd),
+    Path(&'a Path),
+}
+
+impl XattrTarget<'_> {
+    fn list_query(self) -> rustix::io::Result<usize> {
+        match self {
+            XattrTarget::Fd(fd) => rustix::fs::flistxattr_query(fd),
+            XattrTarget::Path(p) => rustix::fs::llistxattr_query(p),
+        }
+    }
+    fn list(self, buf: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            XattrTarget::Fd(fd) => rustix::fs::flistxattr(fd, buf),
+            XattrTarget::Path(p) => rustix::fs::llistxattr(p, buf),
+        }
+    }
+    fn get_query(self, name: &OsStr) -> rustix::io::Result<usize> {
+        match self {
+            XattrTarget::Fd(fd) => rustix::fs::fgetxattr_query(fd, name),
+            XattrTarget::Path(p) => rustix::fs::lgetxattr_query(p, name),
+        }
+    }
+    fn get(self, name: &OsStr, buf: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            XattrTarget::Fd(fd) => rustix::fs::fgetxattr(fd, name, buf),
+            XattrTarget::Path(p) => rustix::fs::lgetxattr(p, name, buf),
+        }
+    }
+    fn set(self, name: &OsStr, value: &[u8]) -> rustix::io::Result<()> {
+        let flags = rustix::fs::XattrFlags::empty();
+        match self {
+            XattrTarget::Fd(fd) => rustix::fs::fsetxattr(fd, name, value, flags),
+            XattrTarget::Path(p) => rustix::fs::lsetxattr(p, name, value, flags),
+        }
+    }
+}
+
+/// Copy every extended attribute of `src` to `dst`. A destination that does not support an
+/// attribute is logged and skipped.
+fn copy_xattrs(src: XattrTarget<'_>, dst: XattrTarget<'_>) -> io::Result<()> {
     let names = list_xattrs(src)?;
     for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let name = OsStr::from_bytes(name);
@@ -464,10 +504,10 @@ fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
             Err(e) if e.raw_os_error() == Some(libc::ENODATA) => continue,
             Err(e) => return Err(e),
         };
-        match rustix::fs::lsetxattr(dst, name, &value, rustix::fs::XattrFlags::empty()) {
+        match dst.set(name, &value) {
             Ok(()) => {}
             Err(rustix::io::Errno::OPNOTSUPP) => {
-                tracing::warn!(path = %dst.display(), attr = %name.to_string_lossy(), "extended attribute not supported by the destination; skipped");
+                tracing::warn!(attr = %name.to_string_lossy(), "extended attribute not supported by the destination; skipped");
             }
             Err(e) => {
                 return Err(io::Error::new(
@@ -480,15 +520,15 @@ fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn list_xattrs(p: &Path) -> io::Result<Vec<u8>> {
+fn list_xattrs(t: XattrTarget<'_>) -> io::Result<Vec<u8>> {
     loop {
-        let n = match rustix::fs::llistxattr_query(p) {
+        let n = match t.list_query() {
             Ok(n) => n,
             Err(rustix::io::Errno::OPNOTSUPP) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         };
         let mut buf = vec![0u8; n];
-        match rustix::fs::llistxattr(p, &mut buf[..]) {
+        match t.list(&mut buf[..]) {
             Ok(k) => {
                 buf.truncate(k);
                 return Ok(buf);
@@ -499,11 +539,11 @@ fn list_xattrs(p: &Path) -> io::Result<Vec<u8>> {
     }
 }
 
-fn get_xattr(p: &Path, name: &OsStr) -> io::Result<Vec<u8>> {
+fn get_xattr(t: XattrTarget<'_>, name: &OsStr) -> io::Result<Vec<u8>> {
     loop {
-        let n = rustix::fs::lgetxattr_query(p, name)?;
+        let n = t.get_query(name)?;
         let mut buf = vec![0u8; n];
-        match rustix::fs::lgetxattr(p, name, &mut buf[..]) {
+        match t.get(name, &mut buf[..]) {
             Ok(k) => {
                 buf.truncate(k);
                 return Ok(buf);
@@ -513,4 +553,3 @@ fn get_xattr(p: &Path, name: &OsStr) -> io::Result<Vec<u8>> {
         }
     }
 }
-
