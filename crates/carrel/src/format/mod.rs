@@ -162,11 +162,68 @@ fn parse_template(
     funcs: gotmpl::FuncMap,
     mk: MissingKey,
 ) -> Result<Template, FormatError> {
-    Template::new("")
-        .funcs(funcs)
+    let tmpl = Template::new("")
+        .funcs(funcs.clone())
         .missing_key(mk)
         .parse(src)
-        .map_err(|e| FormatError::Parse(go_error(&e, src)))
+        .map_err(|e| FormatError::Parse(go_error(&e, src)))?;
+    check_functions(src, &funcs)?;
+    Ok(tmpl)
+}
+
+/// Go's builtin template functions.
+const GO_BUILTINS: &[&str] = &[
+    "and", "call", "eq", "ge", "gt", "html", "index", "js", "le", "len", "lt", "ne", "not", "or",
+    "print", "printf", "println", "slice", "urlquery",
+];
+
+/// Go rejects a call to an unknown function when parsing (`function "x" not defined`), even
+/// if no item is ever rendered; gotmpl only notices when executing. Walk the syntax tree to
+/// report it at parse time, with Go's text and line.
+fn check_functions(src: &str, funcs: &gotmpl::FuncMap) -> Result<(), FormatError> {
+    use gotmpl::parse::{Expr, ListNode, Node, Parser, PipeNode};
+
+    type Known<'a> = &'a dyn Fn(&str) -> bool;
+    fn pipe(p: &PipeNode, known: Known<'_>) -> Option<(usize, String)> {
+        p.commands
+            .iter()
+            .flat_map(|c| c.args.iter())
+            .find_map(|e| expr(e, known))
+    }
+    fn expr(e: &Expr, known: Known<'_>) -> Option<(usize, String)> {
+        match e {
+            Expr::Identifier(pos, name) if !known(name) => Some((pos.line, name.to_string())),
+            Expr::Pipe(_, p) => pipe(p, known),
+            Expr::Chain(_, inner, _) => expr(inner, known),
+            _ => None,
+        }
+    }
+    fn list(l: &ListNode, known: Known<'_>) -> Option<(usize, String)> {
+        l.nodes.iter().find_map(|n| match n {
+            Node::List(l) => list(l, known),
+            Node::Action(a) => pipe(&a.pipe, known),
+            Node::If(b) | Node::Range(b) | Node::With(b) => pipe(&b.pipe, known)
+                .or_else(|| list(&b.body, known))
+                .or_else(|| b.else_body.as_ref().and_then(|e| list(e, known))),
+            Node::Template(t) => t.pipe.as_ref().and_then(|p| pipe(p, known)),
+            Node::Define(d) => list(&d.body, known),
+            Node::Text(_) | Node::Break(_) | Node::Continue(_) => None,
+        })
+    }
+
+    // The template already parsed once, so this parse succeeds too.
+    let Ok((tree, defines)) = Parser::new(src, "{{", "}}").and_then(Parser::parse) else {
+        return Ok(());
+    };
+    let known = |name: &str| GO_BUILTINS.contains(&name) || funcs.contains_key(name);
+    let missing =
+        list(&tree, &known).or_else(|| defines.iter().find_map(|d| list(&d.body, &known)));
+    match missing {
+        Some((line, name)) => Err(FormatError::Parse(format!(
+            "template: :{line}: function \"{name}\" not defined"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Go's text of a template error: `template: :LINE: MSG` for syntax errors, `template: :1:

@@ -292,6 +292,15 @@ fn template_errors() {
         "template parsing error: template: :1: function \"InvalidFunction\" not defined"
     );
     assert_eq!(
+        list_err("{{.Name}}\n{{if .Name}}{{nosuch .Name}}{{end}}", &v),
+        "template parsing error: template: :2: function \"nosuch\" not defined"
+    );
+    let none: [serde_json::Value; 0] = [];
+    assert_eq!(
+        list_err("{{.Name | nope}}", &none),
+        "template parsing error: template: :1: function \"nope\" not defined"
+    );
+    assert_eq!(
         list_err("{{.Name", &v),
         "template parsing error: template: :1: unclosed action"
     );
