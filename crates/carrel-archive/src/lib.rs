@@ -1,4 +1,28 @@
-//! carrel-archive: layer tars in and out.
+//! carrel-archive: layer tars in and out, safely.
+//!
+//! - [`decompress`] detects gzip / zstd from the bytes (bzip2 and xz are refused; no external
+//!   program is ever run) and returns a reader of the uncompressed tar.
+//! - [`apply_layer`] extracts an uncompressed layer tar into a directory, converting whiteouts
+//!   for an overlay upper dir or a full tree ([`WhiteoutFormat`]), bounded by [`Limits`], and
+//!   returns the layer's diffID. Every entry is treated as hostile: see the [`apply`] module docs
+//!   for how paths are resolved inside the root.
+//! - [`write_tree`], [`write_paths`] and [`write_overlay_diff`] write deterministic tars of a
+//!   directory tree, of chosen subtrees (`cp`), or of an overlay upper dir as an OCI diff.
+//!
+//! Errors are [`ArchiveError`], mapped to [`carrel_core::ErrorKind`] through
+//! [`carrel_core::HasKind`].
+
+pub mod apply;
+mod compression;
+mod error;
+mod reader;
+mod sys;
+mod write;
+
+pub use apply::{ApplyOptions, ApplyStats, Limits, apply_layer};
+pub use compression::{BUFFER_SIZE, Compression, ZSTD_WINDOW_LOG_MAX, decompress, detect};
+pub use error::{ArchiveError, EntryName};
+pub use write::{TarSource, WriteOptions, WriteStats, write_overlay_diff, write_paths, write_tree};
 
 /// How whiteouts in a layer diff are written when it is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

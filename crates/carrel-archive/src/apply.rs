@@ -1,0 +1,887 @@
+//! Extracting a layer tar into a directory, treating every entry as hostile.
+//!
+//! How an entry is placed:
+//!
+//! 1. Its name is cleaned lexically ([`carrel_core::fs::clean_relative`]); a `..` that climbs
+//!    above the root is a [`ArchiveError::Breakout`], a leading `/` is dropped.
+//! 2. Its parent directory is resolved by the kernel inside the root
+//!    (`openat2(RESOLVE_IN_ROOT)`), so symlinks — even absolute ones, even planted by this or an
+//!    earlier layer — can never lead outside. Missing parents are created with
+//!    [`carrel_core::fs::Root::mkdir_all`] (mode 0755 whatever the umask).
+//! 3. The final component is acted on only through `*at` calls relative to that parent
+//!    descriptor: `O_CREAT|O_EXCL|O_NOFOLLOW`, `mkdirat`, `mknodat`, `symlinkat`, `linkat` without
+//!    `AT_SYMLINK_FOLLOW`, `unlinkat`. Whatever was there is unlinked first (a later entry wins; a
+//!    directory stays when the new entry is a directory too).
+//! 4. Metadata goes through the new file's descriptor (`fchown`, `fsetxattr`, `fchmod`,
+//!    `futimens`) or, for symlinks and special files, through `AT_SYMLINK_NOFOLLOW` calls
+//!    (symlinks are never chmodded). Directory modes and times are applied at the end, after their
+//!    children, on a descriptor re-resolved by path and checked to be the same inode.
+//!
+//! Nothing resolved is cached between entries (CVE-2025-47290).
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use carrel_core::fs::{Root, clean_relative, is_plain_name};
+use carrel_core::{Digest, DigestReader};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timestamps};
+use rustix::fs::{Gid, Uid};
+
+use crate::compression::{BUFFER_SIZE, LimitReader};
+use crate::error::{fs_err, invalid};
+use crate::reader::{Entry, Kind, TarReader, Time, stream_error};
+use crate::sys::{self, DIR_NOFOLLOW, XattrTarget};
+use crate::{ArchiveError, EntryName, WhiteoutFormat};
+
+/// Bounds on what one archive may make carrel do (R5 in the threat catalog).
+///
+/// Memory use is bounded by `max_header_bytes` (plus the 1 MiB stream buffer and, for naive
+/// whiteouts, one set of the layer's paths), disk use by `max_bytes_written` or the filesystem.
+///
+/// **Decompression bombs with the defaults**: gzip expands at most ~1000:1 and zstd more, but
+/// carrel never buffers a stream, so a bomb only costs CPU time and the bytes it makes carrel
+/// write. A bomb whose payload is zeros ends at the first zero block (a valid empty layer) and
+/// its remaining bytes are refused after `max_trailing_bytes` (16 MiB). A bomb whose payload is a
+/// huge file entry is written out until the disk is full; the kernel's `ENOSPC` is returned as a
+/// clean [`ArchiveError::Fs`] of kind `Unavailable` and the caller deletes the layer directory.
+/// Set `max_bytes_written` (disk bytes of file content) or `max_stream_bytes` (uncompressed tar
+/// bytes) to fail earlier; a header that declares a huge size without the data behind it is
+/// [`ArchiveError::Truncated`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum number of entries (default 10 000 000).
+    pub max_entries: u64,
+    /// Maximum size of one PAX header, GNU long name or sparse map (default 1 MiB, as Go's
+    /// `archive/tar`).
+    pub max_header_bytes: u64,
+    /// Maximum length of a (cleaned) entry path or link target in bytes (default 4096).
+    pub max_path_len: usize,
+    /// Maximum length of one path component in bytes (default 255).
+    pub max_name_len: usize,
+    /// Maximum number of regions in one sparse map (default 100 000).
+    pub max_sparse_regions: u64,
+    /// Maximum bytes of file content written (default: unlimited).
+    pub max_bytes_written: Option<u64>,
+    /// Maximum bytes of uncompressed tar stream read, trailing data included (default:
+    /// unlimited).
+    pub max_stream_bytes: Option<u64>,
+    /// Maximum bytes after the end-of-archive marker (default 16 MiB); they are read so the
+    /// diffID covers the whole stream, as Docker's does.
+    pub max_trailing_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_entries: 10_000_000,
+            max_header_bytes: 1 << 20,
+            max_path_len: 4096,
+            max_name_len: 255,
+            max_sparse_regions: 100_000,
+            max_bytes_written: None,
+            max_stream_bytes: None,
+            max_trailing_bytes: 16 << 20,
+        }
+    }
+}
+
+/// How to apply a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// How whiteouts are written (overlay upper dir, or a full tree).
+    pub whiteouts: WhiteoutFormat,
+    /// Resource bounds.
+    pub limits: Limits,
+    /// Set owners from the archive's numeric uid/gid (default true; needs root).
+    pub preserve_ownership: bool,
+    /// Create character and block devices (default true; needs root). When false they are
+    /// skipped (rootless use, or copying out to a host directory).
+    pub create_devices: bool,
+}
+
+impl ApplyOptions {
+    /// Default options for a whiteout format.
+    pub fn new(whiteouts: WhiteoutFormat) -> Self {
+        ApplyOptions {
+            whiteouts,
+            limits: Limits::default(),
+            preserve_ownership: true,
+            create_devices: true,
+        }
+    }
+}
+
+/// What [`apply_layer`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Entries in the archive (extension headers not counted, global headers counted).
+    pub entries: u64,
+    /// Bytes of file content written (holes of sparse files not counted).
+    pub bytes_written: u64,
+    /// sha256 of the whole uncompressed stream as read (the layer's diffID).
+    pub diff_id: Digest,
+    /// Size in bytes of the uncompressed stream.
+    pub tar_size: u64,
+}
+
+/// A directory whose mode and times are applied after its children.
+struct DeferredDir {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    mode: u32,
+    times: Timestamps,
+}
+
+/// Extract an uncompressed layer tar into `dir` (a trusted, existing directory).
+///
+/// With [`WhiteoutFormat::Overlay`], `dir` is a fresh overlay upper directory: `.wh.<name>`
+/// becomes a 0/0 character device and `.wh..wh..opq` the `trusted.overlay.opaque=y` xattr on its
+/// directory. With [`WhiteoutFormat::Naive`], `dir` holds the full tree of the lower layers:
+/// `.wh.<name>` removes `<name>` (recursively, never following a symlink in its last component)
+/// and `.wh..wh..opq` removes everything in its directory that this layer did not create. Other
+/// `.wh..wh.*` (AUFS metadata) entries are skipped. Whiteouts never remove what the same layer
+/// created (OCI image-spec `layer.md`).
+///
+/// The stream is hashed while it is read and drained to its end, so [`ApplyStats::diff_id`] is
+/// the layer's diffID. On error this returns promptly; nothing outside `dir` has been touched,
+/// and the caller deletes `dir`. No fsync is done: the caller syncs the filesystem once.
+pub fn apply_layer(
+    dir: &Path,
+    tar_stream: impl Read,
+    opts: &ApplyOptions,
+) -> Result<ApplyStats, ArchiveError> {
+    let root = Root::open(dir).map_err(|source| ArchiveError::Open {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let limits = &opts.limits;
+    let stream_limit = limits.max_stream_bytes.unwrap_or(u64::MAX);
+    let hashed = DigestReader::new(LimitReader::new(tar_stream, limits.max_stream_bytes));
+    let mut reader = TarReader::new(BufReader::with_capacity(BUFFER_SIZE, hashed), limits);
+    let mut ex = Extractor {
+        root,
+        opts,
+        created: (opts.whiteouts == WhiteoutFormat::Naive).then(HashSet::new),
+        dirs: Vec::new(),
+        dir_index: HashMap::new(),
+        entries: 0,
+        bytes_written: 0,
+    };
+    while let Some(entry) = reader.next()? {
+        ex.entries += 1;
+        ex.apply(entry, &mut reader)?;
+    }
+    ex.finish_dirs()?;
+
+    // Drain what follows the end-of-archive marker so the digest covers the whole stream.
+    let after_end = reader.position();
+    let mut inner = reader.into_inner();
+    let mut trailing = 0u64;
+    loop {
+        let n = match inner.fill_buf() {
+            Ok([]) => break,
+            Ok(b) => b.len(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(stream_error(e, after_end + trailing, stream_limit)),
+        };
+        inner.consume(n);
+        trailing += n as u64;
+        if trailing > limits.max_trailing_bytes {
+            return Err(ArchiveError::LimitExceeded {
+                what: "data after the end-of-archive marker".into(),
+                limit: limits.max_trailing_bytes,
+            });
+        }
+    }
+    if trailing > 0 {
+        tracing::debug!(
+            trailing,
+            "read trailing bytes after the end of the layer archive"
+        );
+    }
+    let (diff_id, tar_size, _) = inner.into_inner().finish_now();
+    tracing::debug!(
+        dir = %dir.display(),
+        entries = ex.entries,
+        bytes = ex.bytes_written,
+        %diff_id,
+        "layer applied"
+    );
+    Ok(ApplyStats {
+        entries: ex.entries,
+        bytes_written: ex.bytes_written,
+        diff_id,
+        tar_size,
+    })
+}
+
+struct Extractor<'a> {
+    root: Root,
+    opts: &'a ApplyOptions,
+    /// Paths this layer created (and their ancestors), for naive whiteouts.
+    created: Option<HashSet<Vec<u8>>>,
+    dirs: Vec<DeferredDir>,
+    dir_index: HashMap<PathBuf, usize>,
+    entries: u64,
+    bytes_written: u64,
+}
+
+fn errno(e: rustix::io::Errno) -> io::Error {
+    e.into()
+}
+
+fn timespec(t: Time) -> rfs::Timespec {
+    rfs::Timespec {
+        tv_sec: t.sec,
+        tv_nsec: i64::from(t.nsec),
+    }
+}
+
+/// Times to set: atime is never before mtime (as Docker does).
+fn times_of(e: &Entry) -> Timestamps {
+    let atime = e.atime.filter(|a| *a >= e.mtime).unwrap_or(e.mtime);
+    Timestamps {
+        last_access: timespec(atime),
+        last_modification: timespec(e.mtime),
+    }
+}
+
+fn lstat_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<rfs::Stat>> {
+    match rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn file_type(st: &rfs::Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode)
+}
+
+fn is_forged_xattr(key: &[u8]) -> bool {
+    key.starts_with(b"trusted.overlay.") || key.starts_with(b"user.overlay.")
+}
+
+fn write_all_at(fd: BorrowedFd<'_>, mut buf: &[u8], offset: Option<u64>) -> io::Result<()> {
+    let mut off = offset;
+    while !buf.is_empty() {
+        let r = match off {
+            Some(o) => rustix::io::pwrite(fd, buf, o),
+            None => rustix::io::write(fd, buf),
+        };
+        match r {
+            Ok(0) => return Err(io::Error::from_raw_os_error(libc::EIO)),
+            Ok(n) => {
+                buf = &buf[n..];
+                if let Some(o) = off.as_mut() {
+                    *o += n as u64;
+                }
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+impl Extractor<'_> {
+    fn apply<R: BufRead>(&mut self, e: Entry, rd: &mut TarReader<R>) -> Result<(), ArchiveError> {
+        if e.kind == Kind::Global {
+            tracing::debug!(offset = e.offset, "ignoring a PAX global header");
+            return Ok(());
+        }
+        let raw: &[u8] = &e.path;
+        let clean = clean_relative(Path::new(OsStr::from_bytes(raw))).map_err(|_| {
+            ArchiveError::Breakout {
+                entry: EntryName::from(raw),
+            }
+        })?;
+        self.check_name(raw, &clean)?;
+        if let Some((k, _)) = e.xattrs.iter().find(|(k, _)| is_forged_xattr(k)) {
+            return Err(invalid(
+                raw,
+                format!(
+                    "overlay xattr {} in the archive is refused",
+                    EntryName::from(&k[..])
+                ),
+            ));
+        }
+        let comps: Vec<&OsStr> = clean.components().map(|c| c.as_os_str()).collect();
+        let Some((&name, parents)) = comps.split_last() else {
+            if e.kind == Kind::Dir {
+                return self.root_dir(&e);
+            }
+            return Err(invalid(raw, "entry names the layer root"));
+        };
+        let parent_rel = clean.parent().unwrap_or(Path::new(""));
+
+        // AUFS metadata (`.wh..wh.plnk/`, `.wh..wh.aufs`, ...) is skipped; the opaque marker is
+        // the only `.wh..wh.` name with a meaning.
+        let is_meta = |c: &&OsStr| c.as_bytes().starts_with(b".wh..wh.");
+        let is_opaque = e.kind == Kind::File && name.as_bytes() == b".wh..wh..opq";
+        if parents.iter().any(is_meta) || (is_meta(&name) && !is_opaque) {
+            tracing::debug!(entry = %EntryName::from(raw), "skipping AUFS metadata entry");
+            return Ok(());
+        }
+        if is_opaque {
+            return self.opaque(raw, parent_rel);
+        }
+        if e.kind == Kind::File
+            && let Some(target) = name.as_bytes().strip_prefix(b".wh.")
+        {
+            let target = OsStr::from_bytes(target);
+            if !is_plain_name(target) {
+                return Err(invalid(raw, "invalid whiteout name"));
+            }
+            return self.whiteout(raw, parent_rel, target, &e);
+        }
+
+        let parent = self.ensure_parent(raw, parent_rel)?;
+        let parent = parent.as_fd();
+        match e.kind {
+            Kind::Dir => self.make_dir(raw, &clean, parent, name, &e)?,
+            Kind::File => self.make_file(raw, parent, name, &e, rd)?,
+            Kind::Symlink => self.make_symlink(raw, parent, name, &e)?,
+            Kind::Hardlink => self.make_hardlink(raw, parent, name, &e)?,
+            Kind::Char | Kind::Block | Kind::Fifo => {
+                if !self.make_special(raw, parent, name, &e)? {
+                    return Ok(());
+                }
+            }
+            Kind::Global => {}
+        }
+        self.record(&clean);
+        Ok(())
+    }
+
+    /// Length limits and degenerate whiteout components anywhere in the path.
+    fn check_name(&self, raw: &[u8], clean: &Path) -> Result<(), ArchiveError> {
+        let limits = &self.opts.limits;
+        let len = clean.as_os_str().len();
+        if len > limits.max_path_len {
+            return Err(ArchiveError::LimitExceeded {
+                what: format!(
+                    "path length of entry {} ({len} bytes)",
+                    EntryName::from(raw)
+                ),
+                limit: limits.max_path_len as u64,
+            });
+        }
+        for c in clean.components() {
+            let c = c.as_os_str().as_bytes();
+            if c.len() > limits.max_name_len {
+                return Err(ArchiveError::LimitExceeded {
+                    what: format!(
+                        "name component length of entry {} ({} bytes)",
+                        EntryName::from(raw),
+                        c.len()
+                    ),
+                    limit: limits.max_name_len as u64,
+                });
+            }
+            if c == b".wh." || c == b".wh.." || c == b".wh..." {
+                return Err(invalid(raw, "invalid whiteout name"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Remember that this layer created `path` (and so its ancestors), for naive whiteouts.
+    fn record(&mut self, path: &Path) {
+        let Some(set) = self.created.as_mut() else {
+            return;
+        };
+        let mut p = Some(path);
+        while let Some(cur) = p {
+            if cur.as_os_str().is_empty() || !set.insert(cur.as_os_str().as_bytes().to_vec()) {
+                break;
+            }
+            p = cur.parent();
+        }
+    }
+
+    fn was_created(&self, path: &Path) -> bool {
+        self.created
+            .as_ref()
+            .is_some_and(|s| s.contains(path.as_os_str().as_bytes()))
+    }
+
+    /// Resolve (and create if missing) the parent directory of an entry inside the root.
+    fn ensure_parent(&self, raw: &[u8], rel: &Path) -> Result<OwnedFd, ArchiveError> {
+        match self.root.open_dir(rel) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(fs_err(raw, "resolve parent directory")(e)),
+        }
+        // Slow path: create the missing components one by one, with a fixed mode.
+        let mut prefix = PathBuf::new();
+        for c in rel.components() {
+            prefix.push(c);
+            match self.root.open_dir(&prefix) {
+                Ok(_) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(fs_err(raw, "resolve parent directory")(e)),
+            }
+            self.root
+                .mkdir_all(&prefix, 0o755)
+                .map_err(fs_err(raw, "create parent directory"))?;
+            // mkdir applies the umask; implied directories are 0755 whatever it is.
+            let fd = self
+                .root
+                .open_at(&prefix, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+                .map_err(fs_err(raw, "open parent directory"))?;
+            rfs::fchmod(&fd, Mode::from_raw_mode(0o755))
+                .map_err(|e| fs_err(raw, "chmod parent directory")(errno(e)))?;
+        }
+        self.root
+            .open_dir(rel)
+            .map_err(fs_err(raw, "resolve parent directory"))
+    }
+
+    /// Remove whatever is at `name` (a directory recursively), never following it.
+    fn clear(&self, raw: &[u8], parent: BorrowedFd<'_>, name: &OsStr) -> Result<(), ArchiveError> {
+        sys::remove_tree_at(parent, name).map_err(fs_err(raw, "remove existing entry"))
+    }
+
+    fn chown_fd(&self, raw: &[u8], fd: BorrowedFd<'_>, e: &Entry) -> Result<(), ArchiveError> {
+        if self.opts.preserve_ownership {
+            rfs::fchown(fd, Some(Uid::from_raw(e.uid)), Some(Gid::from_raw(e.gid)))
+                .map_err(|er| fs_err(raw, "chown")(errno(er)))?;
+        }
+        Ok(())
+    }
+
+    fn chown_at(
+        &self,
+        raw: &[u8],
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(), ArchiveError> {
+        if self.opts.preserve_ownership {
+            rfs::chownat(
+                parent,
+                name,
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|er| fs_err(raw, "chown")(errno(er)))?;
+        }
+        Ok(())
+    }
+
+    fn set_xattrs(
+        &self,
+        raw: &[u8],
+        target: XattrTarget<'_>,
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), ArchiveError> {
+        for (k, v) in xattrs {
+            match sys::set_xattr(target, k, v) {
+                Ok(()) => {}
+                Err(err)
+                    if matches!(
+                        err.raw_os_error(),
+                        Some(libc::EOPNOTSUPP) | Some(libc::EPERM)
+                    ) =>
+                {
+                    tracing::warn!(
+                        entry = %EntryName::from(raw),
+                        xattr = %EntryName::from(&k[..]),
+                        error = %err,
+                        "xattr not supported here; skipped"
+                    );
+                }
+                Err(err) => return Err(fs_err(raw, "set xattr")(err)),
+            }
+        }
+        Ok(())
+    }
+
+    fn defer_dir(&mut self, path: &Path, st: &rfs::Stat, e: &Entry) {
+        let d = DeferredDir {
+            path: path.to_path_buf(),
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: e.mode,
+            times: times_of(e),
+        };
+        match self.dir_index.get(path) {
+            Some(&i) => self.dirs[i] = d,
+            None => {
+                self.dir_index.insert(path.to_path_buf(), self.dirs.len());
+                self.dirs.push(d);
+            }
+        }
+    }
+
+    /// A directory entry naming the root itself (`./`): its owner, xattrs, mode and times apply
+    /// to the root.
+    fn root_dir(&mut self, e: &Entry) -> Result<(), ArchiveError> {
+        let raw = &e.path[..];
+        let fd = self
+            .root
+            .open_at(
+                Path::new(""),
+                OFlags::RDONLY | OFlags::DIRECTORY,
+                Mode::empty(),
+            )
+            .map_err(fs_err(raw, "open layer root"))?;
+        self.chown_fd(raw, fd.as_fd(), e)?;
+        self.set_xattrs(raw, XattrTarget::Fd(fd.as_fd()), &e.xattrs)?;
+        let st = rfs::fstat(&fd).map_err(|er| fs_err(raw, "stat")(errno(er)))?;
+        self.defer_dir(Path::new(""), &st, e);
+        Ok(())
+    }
+
+    fn make_dir(
+        &mut self,
+        raw: &[u8],
+        clean: &Path,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        e: &Entry,
+    ) -> Result<(), ArchiveError> {
+        let existing = lstat_at(parent, name).map_err(fs_err(raw, "stat"))?;
+        if !existing
+            .as_ref()
+            .is_some_and(|st| file_type(st) == FileType::Directory)
+        {
+            if existing.is_some() {
+                self.clear(raw, parent, name)?;
+            }
+            rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
+                .map_err(|er| fs_err(raw, "mkdir")(errno(er)))?;
+        }
+        let fd = rfs::openat(parent, name, DIR_NOFOLLOW, Mode::empty())
+            .map_err(|er| fs_err(raw, "open directory")(errno(er)))?;
+        self.chown_fd(raw, fd.as_fd(), e)?;
+        self.set_xattrs(raw, XattrTarget::Fd(fd.as_fd()), &e.xattrs)?;
+        let st = rfs::fstat(&fd).map_err(|er| fs_err(raw, "stat")(errno(er)))?;
+        self.defer_dir(clean, &st, e);
+        Ok(())
+    }
+
+    fn make_file<R: BufRead>(
+        &mut self,
+        raw: &[u8],
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        e: &Entry,
+        rd: &mut TarReader<R>,
+    ) -> Result<(), ArchiveError> {
+        self.clear(raw, parent, name)?;
+        let fd = rfs::openat(
+            parent,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|er| fs_err(raw, "create file")(errno(er)))?;
+        let regions: Vec<(Option<u64>, u64)> = match &e.sparse {
+            Some(regions) => regions.iter().map(|r| (Some(r.offset), r.len)).collect(),
+            None => vec![(None, u64::MAX)],
+        };
+        for (offset, len) in regions {
+            let mut off = offset;
+            let mut left = len;
+            while left > 0 {
+                let chunk = rd.data()?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let n = (chunk.len() as u64).min(left) as usize;
+                let total = self.bytes_written + n as u64;
+                if let Some(max) = self.opts.limits.max_bytes_written
+                    && total > max
+                {
+                    return Err(ArchiveError::LimitExceeded {
+                        what: format!("bytes written (at entry {})", EntryName::from(raw)),
+                        limit: max,
+                    });
+                }
+                write_all_at(fd.as_fd(), &chunk[..n], off).map_err(fs_err(raw, "write"))?;
+                rd.consume(n);
+                self.bytes_written = total;
+                left -= n as u64;
+                if let Some(o) = off.as_mut() {
+                    *o += n as u64;
+                }
+            }
+        }
+        if e.sparse.is_some() {
+            rfs::ftruncate(&fd, e.size).map_err(|er| fs_err(raw, "truncate")(errno(er)))?;
+        }
+        // chown clears setuid/setgid and file capabilities, so it comes first.
+        self.chown_fd(raw, fd.as_fd(), e)?;
+        self.set_xattrs(raw, XattrTarget::Fd(fd.as_fd()), &e.xattrs)?;
+        rfs::fchmod(&fd, Mode::from_raw_mode(e.mode))
+            .map_err(|er| fs_err(raw, "chmod")(errno(er)))?;
+        rfs::futimens(&fd, &times_of(e)).map_err(|er| fs_err(raw, "set times")(errno(er)))?;
+        Ok(())
+    }
+
+    fn make_symlink(
+        &mut self,
+        raw: &[u8],
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        e: &Entry,
+    ) -> Result<(), ArchiveError> {
+        if e.link.len() > self.opts.limits.max_path_len {
+            return Err(ArchiveError::LimitExceeded {
+                what: format!(
+                    "symlink target length of entry {} ({} bytes)",
+                    EntryName::from(raw),
+                    e.link.len()
+                ),
+                limit: self.opts.limits.max_path_len as u64,
+            });
+        }
+        self.clear(raw, parent, name)?;
+        // The target is content: it may point anywhere, it is only ever resolved in a root.
+        rfs::symlinkat(OsStr::from_bytes(&e.link), parent, name)
+            .map_err(|er| fs_err(raw, "symlink")(errno(er)))?;
+        self.chown_at(raw, parent, name, e.uid, e.gid)?;
+        self.set_xattrs(raw, XattrTarget::At(parent, name), &e.xattrs)?;
+        rfs::utimensat(parent, name, &times_of(e), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|er| fs_err(raw, "set times")(errno(er)))?;
+        Ok(())
+    }
+
+    fn make_hardlink(
+        &mut self,
+        raw: &[u8],
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        e: &Entry,
+    ) -> Result<(), ArchiveError> {
+        let breakout = || ArchiveError::LinkBreakout {
+            entry: EntryName::from(raw),
+            target: EntryName::from(&e.link[..]),
+        };
+        let target =
+            clean_relative(Path::new(OsStr::from_bytes(&e.link))).map_err(|_| breakout())?;
+        if target.as_os_str().len() > self.opts.limits.max_path_len {
+            return Err(ArchiveError::LimitExceeded {
+                what: format!("hardlink target length of entry {}", EntryName::from(raw)),
+                limit: self.opts.limits.max_path_len as u64,
+            });
+        }
+        let missing = || {
+            invalid(
+                raw,
+                format!(
+                    "hardlink target {} does not exist in the layer",
+                    EntryName::from(&e.link[..])
+                ),
+            )
+        };
+        let Some(tname) = target.file_name() else {
+            return Err(invalid(raw, "hardlink to the layer root"));
+        };
+        // The target's parent is resolved inside the root; its last component is not followed,
+        // so a hardlink to a symlink links the symlink itself.
+        let tparent = match self.root.open_dir(target.parent().unwrap_or(Path::new(""))) {
+            Ok(fd) => fd,
+            Err(er) if matches!(er.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                return Err(missing());
+            }
+            Err(er) => return Err(fs_err(raw, "resolve hardlink target")(er)),
+        };
+        let tst = lstat_at(tparent.as_fd(), tname)
+            .map_err(fs_err(raw, "stat hardlink target"))?
+            .ok_or_else(missing)?;
+        if file_type(&tst) == FileType::Directory {
+            return Err(invalid(raw, "hardlink to a directory is refused"));
+        }
+        if let Some(st) = lstat_at(parent, name).map_err(fs_err(raw, "stat"))?
+            && st.st_dev == tst.st_dev
+            && st.st_ino == tst.st_ino
+        {
+            return Ok(());
+        }
+        self.clear(raw, parent, name)?;
+        rfs::linkat(tparent.as_fd(), tname, parent, name, AtFlags::empty())
+            .map_err(|er| fs_err(raw, "hardlink")(errno(er)))?;
+        // Metadata belongs to the shared inode and came with the target's own entry.
+        Ok(())
+    }
+
+    /// Devices and fifos. Returns false when the entry was skipped.
+    fn make_special(
+        &mut self,
+        raw: &[u8],
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        e: &Entry,
+    ) -> Result<bool, ArchiveError> {
+        let ft = match e.kind {
+            Kind::Char => FileType::CharacterDevice,
+            Kind::Block => FileType::BlockDevice,
+            _ => FileType::Fifo,
+        };
+        let mut dev = 0;
+        if e.kind != Kind::Fifo {
+            // Linux device numbers: 12-bit major, 20-bit minor. Checked before any syscall.
+            if e.dev_major > 0xfff || e.dev_minor > 0xf_ffff {
+                return Err(invalid(
+                    raw,
+                    format!("device number {}:{} out of range", e.dev_major, e.dev_minor),
+                ));
+            }
+            if !self.opts.create_devices {
+                tracing::debug!(entry = %EntryName::from(raw), "skipping device node");
+                return Ok(false);
+            }
+            dev = rfs::makedev(e.dev_major, e.dev_minor);
+        }
+        self.clear(raw, parent, name)?;
+        rfs::mknodat(parent, name, ft, Mode::from_raw_mode(e.mode & 0o777), dev)
+            .map_err(|er| fs_err(raw, "mknod")(errno(er)))?;
+        self.chown_at(raw, parent, name, e.uid, e.gid)?;
+        self.set_xattrs(raw, XattrTarget::At(parent, name), &e.xattrs)?;
+        sys::lchmod_at(parent, name, e.mode).map_err(fs_err(raw, "chmod"))?;
+        rfs::utimensat(parent, name, &times_of(e), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|er| fs_err(raw, "set times")(errno(er)))?;
+        Ok(true)
+    }
+
+    fn whiteout(
+        &mut self,
+        raw: &[u8],
+        parent_rel: &Path,
+        target: &OsStr,
+        e: &Entry,
+    ) -> Result<(), ArchiveError> {
+        match self.opts.whiteouts {
+            WhiteoutFormat::Overlay => {
+                let parent = self.ensure_parent(raw, parent_rel)?;
+                match lstat_at(parent.as_fd(), target).map_err(fs_err(raw, "stat"))? {
+                    Some(st) if file_type(&st) == FileType::CharacterDevice && st.st_rdev == 0 => {}
+                    Some(_) => {
+                        // The upper dir only holds this layer: whiteouts never hide same-layer
+                        // content.
+                        tracing::debug!(entry = %EntryName::from(raw), "whiteout of same-layer content ignored");
+                        return Ok(());
+                    }
+                    None => {
+                        rfs::mknodat(
+                            parent.as_fd(),
+                            target,
+                            FileType::CharacterDevice,
+                            Mode::empty(),
+                            0,
+                        )
+                        .map_err(|er| fs_err(raw, "mknod whiteout")(errno(er)))?;
+                    }
+                }
+                self.chown_at(raw, parent.as_fd(), target, e.uid, e.gid)?;
+                self.record(&parent_rel.join(target));
+            }
+            WhiteoutFormat::Naive => {
+                if self.was_created(&parent_rel.join(target)) {
+                    tracing::debug!(entry = %EntryName::from(raw), "whiteout of same-layer content ignored");
+                    return Ok(());
+                }
+                let parent = match self.root.open_dir(parent_rel) {
+                    Ok(fd) => fd,
+                    Err(er)
+                        if matches!(
+                            er.raw_os_error(),
+                            Some(libc::ENOENT) | Some(libc::ENOTDIR)
+                        ) =>
+                    {
+                        return Ok(());
+                    }
+                    Err(er) => return Err(fs_err(raw, "resolve whiteout directory")(er)),
+                };
+                self.clear(raw, parent.as_fd(), target)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn opaque(&mut self, raw: &[u8], dir_rel: &Path) -> Result<(), ArchiveError> {
+        if !dir_rel.as_os_str().is_empty() {
+            self.ensure_parent(raw, dir_rel)?;
+        }
+        let dir = self
+            .root
+            .open_at(dir_rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+            .map_err(fs_err(raw, "open opaque directory"))?;
+        match self.opts.whiteouts {
+            WhiteoutFormat::Overlay => {
+                sys::set_xattr(
+                    XattrTarget::Fd(dir.as_fd()),
+                    b"trusted.overlay.opaque",
+                    b"y",
+                )
+                .map_err(fs_err(raw, "set opaque xattr"))?;
+            }
+            WhiteoutFormat::Naive => {
+                // Remove what lower layers put below the directory; keep (and descend into) what
+                // this layer created.
+                let mut stack: Vec<(OwnedFd, PathBuf)> = vec![(dir, dir_rel.to_path_buf())];
+                while let Some((fd, rel)) = stack.pop() {
+                    let names =
+                        sys::read_names(fd.as_fd()).map_err(fs_err(raw, "read directory"))?;
+                    for child in names {
+                        let child_rel = rel.join(&child);
+                        if !self.was_created(&child_rel) {
+                            self.clear(raw, fd.as_fd(), &child)?;
+                            continue;
+                        }
+                        match rfs::openat(fd.as_fd(), &child, DIR_NOFOLLOW, Mode::empty()) {
+                            Ok(cfd) => stack.push((cfd, child_rel)),
+                            Err(rustix::io::Errno::NOTDIR) | Err(rustix::io::Errno::LOOP) => {}
+                            Err(er) => return Err(fs_err(raw, "open directory")(errno(er))),
+                        }
+                    }
+                }
+            }
+        }
+        self.record(dir_rel);
+        Ok(())
+    }
+
+    /// Apply deferred directory modes and times, children first. Each directory is re-resolved
+    /// by path and must still be the inode that was created; otherwise it is left alone.
+    fn finish_dirs(&mut self) -> Result<(), ArchiveError> {
+        for d in self.dirs.iter().rev() {
+            let raw = d.path.as_os_str().as_bytes();
+            let fd = if d.path.as_os_str().is_empty() {
+                self.root
+                    .open_at(
+                        Path::new(""),
+                        OFlags::RDONLY | OFlags::DIRECTORY,
+                        Mode::empty(),
+                    )
+                    .ok()
+            } else {
+                match self.root.open_parent(&d.path) {
+                    Ok((parent, name)) => {
+                        rfs::openat(&parent, &name, DIR_NOFOLLOW, Mode::empty()).ok()
+                    }
+                    Err(_) => None,
+                }
+            };
+            let Some(fd) = fd else { continue };
+            let st = rfs::fstat(&fd).map_err(|er| fs_err(raw, "stat")(errno(er)))?;
+            if st.st_dev != d.dev || st.st_ino != d.ino {
+                continue;
+            }
+            rfs::fchmod(&fd, Mode::from_raw_mode(d.mode))
+                .map_err(|er| fs_err(raw, "chmod")(errno(er)))?;
+            rfs::futimens(&fd, &d.times).map_err(|er| fs_err(raw, "set times")(errno(er)))?;
+        }
+        Ok(())
+    }
+}
