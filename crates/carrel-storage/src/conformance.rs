@@ -120,7 +120,10 @@ impl Scratch {
     /// A new scratch directory under `env.base` or the system temp dir.
     pub fn new(env: &Env) -> Scratch {
         let base = env.base.clone().unwrap_or_else(std::env::temp_dir);
-        let path = base.join(format!("carrel-conformance-{}", carrel_core::id::random_short(12).to_lowercase()));
+        let path = base.join(format!(
+            "carrel-conformance-{}",
+            carrel_core::id::random_short(12).to_lowercase()
+        ));
         std::fs::create_dir_all(path.join("root")).unwrap();
         std::fs::create_dir_all(path.join("ref")).unwrap();
         std::fs::set_permissions(path.join("ref"), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -143,7 +146,9 @@ impl Scratch {
 
     /// A fresh empty directory to mount on.
     pub fn target(&self) -> PathBuf {
-        let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let p = self.path.join(format!("mnt{n}"));
         std::fs::create_dir(&p).unwrap();
         p
@@ -172,7 +177,10 @@ impl Drop for Scratch {
         for m in mountinfo::mounts_under(&self.path).unwrap_or_default() {
             let _ = self.mounter.unmount(&m.mount_point, true);
         }
-        if mountinfo::mounts_under(&self.path).map(|m| m.is_empty()).unwrap_or(false) {
+        if mountinfo::mounts_under(&self.path)
+            .map(|m| m.is_empty())
+            .unwrap_or(false)
+        {
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
@@ -211,7 +219,13 @@ impl Drop for Mounted {
 
 /// Prepare `tmp-<name>` on `parent`, mount it, run `ops` on it and on the reference directory,
 /// unmount and commit it as `name`.
-pub fn layer(s: &Scratch, sn: &dyn Snapshotter, parent: Option<&str>, name: &str, ops: &dyn Fn(&Path)) {
+pub fn layer(
+    s: &Scratch,
+    sn: &dyn Snapshotter,
+    parent: Option<&str>,
+    name: &str,
+    ops: &dyn Fn(&Path),
+) {
     let key = format!("tmp-{name}");
     let mounts = sn.prepare(&key, parent, Labels::new()).unwrap();
     let m = s.mount(&mounts);
@@ -317,12 +331,20 @@ pub fn scan(root: &Path) -> BTreeMap<PathBuf, Node> {
         } else {
             NodeKind::Socket
         };
-        let link_group = (!ft.is_dir() && m.nlink() > 1)
-            .then(|| inodes.entry((m.dev(), m.ino())).or_insert_with(|| rel.clone()).clone());
+        let link_group = (!ft.is_dir() && m.nlink() > 1).then(|| {
+            inodes
+                .entry((m.dev(), m.ino()))
+                .or_insert_with(|| rel.clone())
+                .clone()
+        });
         out.insert(
             rel,
             Node {
-                mode: if ft.is_symlink() { 0 } else { m.mode() & 0o7777 },
+                mode: if ft.is_symlink() {
+                    0
+                } else {
+                    m.mode() & 0o7777
+                },
                 uid: m.uid(),
                 gid: m.gid(),
                 nlink: if ft.is_dir() { 0 } else { m.nlink() },
@@ -395,7 +417,14 @@ fn chmod(p: &Path, mode: u32) {
 }
 
 fn mknod(p: &Path, ft: rustix::fs::FileType, mode: u32, dev: u64) {
-    rustix::fs::mknodat(rustix::fs::CWD, p, ft, rustix::fs::Mode::from_raw_mode(mode), dev).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        p,
+        ft,
+        rustix::fs::Mode::from_raw_mode(mode),
+        dev,
+    )
+    .unwrap();
 }
 
 fn setxattr(p: &Path, name: &str, value: &[u8]) {
@@ -415,7 +444,11 @@ fn mv(from: &Path, to: &Path) {
     }
 }
 
-fn expect_kind(r: Result<impl std::fmt::Debug, StorageError>, kind: ErrorKind, what: &str) -> StorageError {
+fn expect_kind(
+    r: Result<impl std::fmt::Debug, StorageError>,
+    kind: ErrorKind,
+    what: &str,
+) -> StorageError {
     match r {
         Ok(v) => panic!("{what}: expected a {kind} error, got Ok({v:?})"),
         Err(e) => {
@@ -435,32 +468,74 @@ pub fn metadata_and_errors(env: &Env) {
     let home = sn.home();
     assert!(home.starts_with(s.root()));
 
-    expect_kind(sn.prepare("", None, Labels::new()), ErrorKind::InvalidArgument, "empty key");
-    expect_kind(sn.mounts("missing"), ErrorKind::NotFound, "mounts of missing");
-    expect_kind(sn.prepare("x", Some("missing"), Labels::new()), ErrorKind::NotFound, "missing parent");
+    expect_kind(
+        sn.prepare("", None, Labels::new()),
+        ErrorKind::InvalidArgument,
+        "empty key",
+    );
+    expect_kind(
+        sn.mounts("missing"),
+        ErrorKind::NotFound,
+        "mounts of missing",
+    );
+    expect_kind(
+        sn.prepare("x", Some("missing"), Labels::new()),
+        ErrorKind::NotFound,
+        "missing parent",
+    );
 
     let mounts = sn.prepare("k", None, Labels::new()).unwrap();
     assert!(!mounts.iter().any(Mount::is_readonly));
-    expect_kind(sn.prepare("k", None, Labels::new()), ErrorKind::AlreadyExists, "same key");
-    expect_kind(sn.view("v", "k", Labels::new()), ErrorKind::Conflict, "view of active");
-    expect_kind(sn.prepare("c", Some("k"), Labels::new()), ErrorKind::Conflict, "child of active");
+    expect_kind(
+        sn.prepare("k", None, Labels::new()),
+        ErrorKind::AlreadyExists,
+        "same key",
+    );
+    expect_kind(
+        sn.view("v", "k", Labels::new()),
+        ErrorKind::Conflict,
+        "view of active",
+    );
+    expect_kind(
+        sn.prepare("c", Some("k"), Labels::new()),
+        ErrorKind::Conflict,
+        "child of active",
+    );
     let info = sn.stat("k").unwrap();
-    assert_eq!((info.kind, info.parent.clone(), info.size), (Kind::Active, None, None));
+    assert_eq!(
+        (info.kind, info.parent.clone(), info.size),
+        (Kind::Active, None, None)
+    );
     assert!(carrel_core::digest::is_hex64(&info.id));
 
     let target = sn.apply_target("k").unwrap();
-    let want = if sn.driver_name() == "overlay2" { WhiteoutFormat::Overlay } else { WhiteoutFormat::Naive };
+    let want = if sn.driver_name() == "overlay2" {
+        WhiteoutFormat::Overlay
+    } else {
+        WhiteoutFormat::Naive
+    };
     assert_eq!(target.format, want);
     assert!(target.dir.starts_with(&home));
     std::fs::write(target.dir.join("ten-k"), vec![1u8; 10 * 1024]).unwrap();
     let active_usage = sn.usage("k").unwrap();
-    assert!(active_usage.size >= 10 * 1024 && active_usage.inodes >= 2, "{active_usage:?}");
+    assert!(
+        active_usage.size >= 10 * 1024 && active_usage.inodes >= 2,
+        "{active_usage:?}"
+    );
 
     let labels = Labels::from([("a".to_string(), "b".to_string())]);
     sn.commit("layer", "k", labels.clone()).unwrap();
     expect_kind(sn.stat("k"), ErrorKind::NotFound, "stat of committed key");
-    expect_kind(sn.commit("again", "layer", Labels::new()), ErrorKind::Conflict, "commit of committed");
-    expect_kind(sn.apply_target("layer"), ErrorKind::Conflict, "apply to committed");
+    expect_kind(
+        sn.commit("again", "layer", Labels::new()),
+        ErrorKind::Conflict,
+        "commit of committed",
+    );
+    expect_kind(
+        sn.apply_target("layer"),
+        ErrorKind::Conflict,
+        "apply to committed",
+    );
     let info = sn.stat("layer").unwrap();
     assert_eq!(info.kind, Kind::Committed);
     assert_eq!(info.labels, labels);
@@ -481,8 +556,15 @@ pub fn metadata_and_errors(env: &Env) {
     sn.prepare("base2", None, Labels::new()).unwrap();
     sn.commit("base2", "base2", Labels::new()).unwrap();
     let new_labels = Labels::from([("x".to_string(), "y".to_string())]);
-    assert_eq!(sn.update_labels("c", new_labels.clone()).unwrap().labels, new_labels);
-    expect_kind(sn.update_labels("nope", Labels::new()), ErrorKind::NotFound, "labels of missing");
+    assert_eq!(
+        sn.update_labels("c", new_labels.clone()).unwrap().labels,
+        new_labels
+    );
+    expect_kind(
+        sn.update_labels("nope", Labels::new()),
+        ErrorKind::NotFound,
+        "labels of missing",
+    );
 
     let walk = sn.walk().unwrap();
     let pos = |k: &str| walk.iter().position(|i| i.key == k).unwrap();
@@ -512,7 +594,10 @@ pub fn file_changed_in_upper(env: &Env) {
     });
     layer(&s, &*sn, Some("l2"), "l3", &|r| {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(r.join("etc/conf")).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(r.join("etc/conf"))
+            .unwrap();
         f.write_all(b"+3").unwrap();
     });
     check(&s, &*sn, "l3");
@@ -536,7 +621,12 @@ pub fn dir_removed_and_recreated(env: &Env) {
         std::fs::create_dir(r.join("a")).unwrap();
     });
     check(&s, &*sn, "l3");
-    assert!(std::fs::read_dir(s.reference().join("a")).unwrap().next().is_none());
+    assert!(
+        std::fs::read_dir(s.reference().join("a"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
 }
 
 /// Renaming a lower file and a lower directory (overlay: `EXDEV` for directories, then copy).
@@ -647,7 +737,10 @@ pub fn permissions_and_special_bits(env: &Env) {
 /// Extended attributes (user, trusted, security.capability) survive commit and upper changes.
 pub fn xattrs(env: &Env) {
     // A v2 capability set with cap_net_bind_service effective and permitted.
-    let cap: Vec<u8> = [0x0200_0001u32, 1 << 10, 0, 0, 0].iter().flat_map(|w| w.to_le_bytes()).collect();
+    let cap: Vec<u8> = [0x0200_0001u32, 1 << 10, 0, 0, 0]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
     let s = Scratch::new(env);
     let sn = s.open(env);
     layer(&s, &*sn, None, "l1", &|r| {
@@ -666,7 +759,10 @@ pub fn xattrs(env: &Env) {
         rustix::fs::lremovexattr(r.join("d"), "trusted.marker").unwrap();
     });
     check(&s, &*sn, "l2");
-    assert_eq!(scan(&s.reference())[Path::new("ping")].xattrs["security.capability"], cap);
+    assert_eq!(
+        scan(&s.reference())[Path::new("ping")].xattrs["security.capability"],
+        cap
+    );
 }
 
 /// Character and block devices, fifos and sockets; removing one in an upper layer.
@@ -676,15 +772,30 @@ pub fn device_nodes_and_fifos(env: &Env) {
     let sn = s.open(env);
     layer(&s, &*sn, None, "l1", &|r| {
         std::fs::create_dir(r.join("dev")).unwrap();
-        mknod(&r.join("dev/null"), FileType::CharacterDevice, 0o666, rustix::fs::makedev(1, 3));
-        mknod(&r.join("dev/loop9"), FileType::BlockDevice, 0o660, rustix::fs::makedev(7, 9));
+        mknod(
+            &r.join("dev/null"),
+            FileType::CharacterDevice,
+            0o666,
+            rustix::fs::makedev(1, 3),
+        );
+        mknod(
+            &r.join("dev/loop9"),
+            FileType::BlockDevice,
+            0o660,
+            rustix::fs::makedev(7, 9),
+        );
         mknod(&r.join("fifo"), FileType::Fifo, 0o644, 0);
         mknod(&r.join("fifo2"), FileType::Fifo, 0o600, 0);
         drop(std::os::unix::net::UnixListener::bind(r.join("sock")).unwrap());
     });
     layer(&s, &*sn, Some("l1"), "l2", &|r| {
         std::fs::remove_file(r.join("fifo2")).unwrap();
-        mknod(&r.join("dev/zero"), FileType::CharacterDevice, 0o666, rustix::fs::makedev(1, 5));
+        mknod(
+            &r.join("dev/zero"),
+            FileType::CharacterDevice,
+            0o666,
+            rustix::fs::makedev(1, 5),
+        );
         std::os::unix::fs::lchown(r.join("dev/null"), Some(5), Some(5)).unwrap();
     });
     check(&s, &*sn, "l2");
@@ -732,31 +843,55 @@ pub fn deep_chain(env: &Env) {
     let built = t.elapsed();
     let top = parent.unwrap();
     let t = Instant::now();
-    let m = s.mount(&sn.prepare("top-container", Some(&top), Labels::new()).unwrap());
+    let m = s.mount(
+        &sn.prepare("top-container", Some(&top), Labels::new())
+            .unwrap(),
+    );
     let mounted = t.elapsed();
-    assert_eq!(std::fs::read_to_string(m.path().join("last")).unwrap(), (n - 1).to_string());
-    assert_eq!(std::fs::read_dir(m.path().join("files")).unwrap().count(), n);
+    assert_eq!(
+        std::fs::read_to_string(m.path().join("last")).unwrap(),
+        (n - 1).to_string()
+    );
+    assert_eq!(
+        std::fs::read_dir(m.path().join("files")).unwrap().count(),
+        n
+    );
     for i in 0..n {
-        let content = std::fs::read_to_string(m.path().join("files").join(format!("f{i:03}"))).unwrap();
+        let content =
+            std::fs::read_to_string(m.path().join("files").join(format!("f{i:03}"))).unwrap();
         assert_eq!(content, i.to_string());
     }
     assert_trees_eq(&scan(m.path()), &scan(&s.reference()), "top of the chain");
     std::fs::write(m.path().join("written"), "ok").unwrap();
     m.unmount();
     check(&s, &*sn, &top);
-    tracing::info!(driver = sn.driver_name(), layers = n, ?built, ?mounted, "deep chain");
+    tracing::info!(
+        driver = sn.driver_name(),
+        layers = n,
+        ?built,
+        ?mounted,
+        "deep chain"
+    );
     match sn.max_depth() {
         Some(max) if n >= max => {
             // A container on the deepest chain works (above); one more layer does not.
-            sn.prepare("one-too-many", Some(&top), Labels::new()).unwrap();
+            sn.prepare("one-too-many", Some(&top), Labels::new())
+                .unwrap();
             let e = expect_kind(
                 sn.commit("layer-beyond", "one-too-many", Labels::new()),
                 ErrorKind::InvalidArgument,
                 "layer beyond the maximum depth",
             );
-            assert!(matches!(e, StorageError::TooDeep { depth, .. } if depth == max + 1), "{e}");
+            assert!(
+                matches!(e, StorageError::TooDeep { depth, .. } if depth == max + 1),
+                "{e}"
+            );
             assert!(e.to_string().contains(&max.to_string()), "{e}");
-            expect_kind(sn.stat("layer-beyond"), ErrorKind::NotFound, "refused layer left a row");
+            expect_kind(
+                sn.stat("layer-beyond"),
+                ErrorKind::NotFound,
+                "refused layer left a row",
+            );
             assert_eq!(sn.stat("one-too-many").unwrap().kind, Kind::Active);
             sn.remove("one-too-many").unwrap();
         }
@@ -771,10 +906,21 @@ pub fn remove_with_children_refused(env: &Env) {
     let sn = s.open(env);
     layer(&s, &*sn, None, "base", &|r| write(&r.join("f"), "f"));
     sn.prepare("ctr", Some("base"), Labels::new()).unwrap();
-    let e = expect_kind(sn.remove("base"), ErrorKind::Conflict, "remove with a child");
-    assert!(matches!(e, StorageError::HasChildren { children: 1, .. }), "{e}");
+    let e = expect_kind(
+        sn.remove("base"),
+        ErrorKind::Conflict,
+        "remove with a child",
+    );
+    assert!(
+        matches!(e, StorageError::HasChildren { children: 1, .. }),
+        "{e}"
+    );
     sn.view("v", "base", Labels::new()).unwrap();
-    expect_kind(sn.remove("base"), ErrorKind::Conflict, "remove with two children");
+    expect_kind(
+        sn.remove("base"),
+        ErrorKind::Conflict,
+        "remove with two children",
+    );
     // Still intact and mountable.
     check(&s, &*sn, "base");
     sn.remove("ctr").unwrap();
@@ -859,8 +1005,14 @@ pub fn cleanup_reclaims_orphans(env: &Env) {
         assert!(std::fs::symlink_metadata(&dangling).is_err());
     }
     // Live snapshots are intact: the mounted one still works, the others mount.
-    assert_eq!(std::fs::read_to_string(live.path().join("g")).unwrap(), "live");
-    assert_eq!(std::fs::read_to_string(live.path().join("f")).unwrap(), "base");
+    assert_eq!(
+        std::fs::read_to_string(live.path().join("g")).unwrap(),
+        "live"
+    );
+    assert_eq!(
+        std::fs::read_to_string(live.path().join("f")).unwrap(),
+        "base"
+    );
     live.unmount();
     let m = s.mount(&sn.mounts("live").unwrap());
     assert_eq!(std::fs::read_to_string(m.path().join("g")).unwrap(), "live");
@@ -871,7 +1023,10 @@ pub fn cleanup_reclaims_orphans(env: &Env) {
     // The ghost can still be removed.
     sn.remove("ghost").unwrap();
     let report = sn.cleanup(false).unwrap();
-    assert!(report.orphan_dirs.is_empty() && report.missing_dirs.is_empty(), "{report:?}");
+    assert!(
+        report.orphan_dirs.is_empty() && report.missing_dirs.is_empty(),
+        "{report:?}"
+    );
 }
 
 /// Two driver instances with their own database handles (two "processes") prepare and commit
@@ -915,5 +1070,8 @@ pub fn concurrent_instances(env: &Env) {
         m.unmount();
     }
     let report = c.cleanup(true).unwrap();
-    assert!(report.orphan_dirs.is_empty() && report.missing_dirs.is_empty(), "{report:?}");
+    assert!(
+        report.orphan_dirs.is_empty() && report.missing_dirs.is_empty(),
+        "{report:?}"
+    );
 }

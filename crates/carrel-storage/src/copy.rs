@@ -103,7 +103,13 @@ impl CopySnapshotter {
         }
     }
 
-    fn create(&self, key: &str, parent: Option<&str>, kind: Kind, labels: Labels) -> Result<Vec<Mount>> {
+    fn create(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        kind: Kind,
+        labels: Labels,
+    ) -> Result<Vec<Mount>> {
         let (row, chain) = self.store.insert_new(key, parent, kind, labels, None)?;
         if let Err(e) = self.create_layout(&row, &chain) {
             self.store.rollback(&row, None);
@@ -196,7 +202,10 @@ impl Snapshotter for CopySnapshotter {
         let tree = match row.kind {
             Kind::View => {
                 let chain = self.store.chain(row.parent.as_deref())?;
-                chain.first().map(|p| self.tree(p)).unwrap_or_else(|| self.tree(&row))
+                chain
+                    .first()
+                    .map(|p| self.tree(p))
+                    .unwrap_or_else(|| self.tree(&row))
             }
             _ => self.tree(&row),
         };
@@ -222,7 +231,11 @@ impl Snapshotter for CopySnapshotter {
                 .file_name()
                 .and_then(OsStr::to_str)
                 .is_some_and(|id| views.contains(id));
-            if is_view { d.to_path_buf() } else { d.join("dir") }
+            if is_view {
+                d.to_path_buf()
+            } else {
+                d.join("dir")
+            }
         })
     }
 }
@@ -280,14 +293,23 @@ impl Copier {
             self.copy_entry(src, dst, rel, &name).map_err(|e| {
                 io::Error::new(
                     e.kind(),
-                    format!("{}: {e}", rel.join(OsStr::from_bytes(name.to_bytes())).display()),
+                    format!(
+                        "{}: {e}",
+                        rel.join(OsStr::from_bytes(name.to_bytes())).display()
+                    ),
                 )
             })?;
         }
         Ok(())
     }
 
-    fn copy_entry(&mut self, src: &OwnedFd, dst: &OwnedFd, rel: &Path, name: &CStr) -> io::Result<()> {
+    fn copy_entry(
+        &mut self,
+        src: &OwnedFd,
+        dst: &OwnedFd,
+        rel: &Path,
+        name: &CStr,
+    ) -> io::Result<()> {
         let st = rustix::fs::statat(src, name, AtFlags::SYMLINK_NOFOLLOW)?;
         let ft = FileType::from_raw_mode(st.st_mode);
         let child_rel = rel.join(OsStr::from_bytes(name.to_bytes()));
@@ -313,7 +335,11 @@ impl Copier {
                 let d = rustix::fs::openat(
                     dst,
                     name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )?;
                 self.stats.files += 1;
@@ -327,7 +353,10 @@ impl Copier {
                 rustix::fs::symlinkat(target.as_c_str(), dst, name)?;
                 finish_at(src, dst, name, &st, true)
             }
-            FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo | FileType::Socket => {
+            FileType::CharacterDevice
+            | FileType::BlockDevice
+            | FileType::Fifo
+            | FileType::Socket => {
                 rustix::fs::mknodat(dst, name, ft, perm, st.st_rdev)?;
                 finish_at(src, dst, name, &st, false)
             }
@@ -440,7 +469,12 @@ fn finish_at(
         AtFlags::SYMLINK_NOFOLLOW,
     )?;
     if !symlink {
-        rustix::fs::chmodat(dst, name, Mode::from_raw_mode(st.st_mode & 0o7777), AtFlags::empty())?;
+        rustix::fs::chmodat(
+            dst,
+            name,
+            Mode::from_raw_mode(st.st_mode & 0o7777),
+            AtFlags::empty(),
+        )?;
     }
     let n = OsStr::from_bytes(name.to_bytes());
     // `/proc/self/fd/<dir>/<name>`: the directory's magic link is followed, `name` is not.

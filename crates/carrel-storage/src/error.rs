@@ -109,9 +109,13 @@ impl StorageError {
 impl HasKind for StorageError {
     fn kind(&self) -> ErrorKind {
         match self {
-            StorageError::SnapshotNotFound(_) | StorageError::BlobNotFound(_) => ErrorKind::NotFound,
+            StorageError::SnapshotNotFound(_) | StorageError::BlobNotFound(_) => {
+                ErrorKind::NotFound
+            }
             StorageError::SnapshotExists(_) => ErrorKind::AlreadyExists,
-            StorageError::WrongKind { .. } | StorageError::HasChildren { .. } => ErrorKind::Conflict,
+            StorageError::WrongKind { .. } | StorageError::HasChildren { .. } => {
+                ErrorKind::Conflict
+            }
             StorageError::TooDeep { .. } => ErrorKind::InvalidArgument,
             StorageError::Unsupported { .. } => ErrorKind::Precondition,
             StorageError::DigestMismatch { .. } | StorageError::SizeMismatch { .. } => {

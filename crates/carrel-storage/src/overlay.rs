@@ -79,7 +79,8 @@ impl OverlaySnapshotter {
     fn read_link(&self, row: &SnapshotRow) -> Option<String> {
         let s = std::fs::read_to_string(self.store.dir(&row.id).join("link")).ok()?;
         let s = s.trim();
-        (s.len() == SHORT_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| s.to_string())
+        (s.len() == SHORT_LEN && s.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .then(|| s.to_string())
     }
 
     /// The mounts of `row` stacked on `chain` (its parent and ancestors, topmost first).
@@ -140,12 +141,20 @@ impl OverlaySnapshotter {
         Ok(())
     }
 
-    fn create(&self, key: &str, parent: Option<&str>, kind: Kind, labels: Labels) -> Result<Vec<Mount>> {
+    fn create(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        kind: Kind,
+        labels: Labels,
+    ) -> Result<Vec<Mount>> {
         let (row, chain) = self
             .store
             .insert_new(key, parent, kind, labels, Some(MAX_DEPTH))?;
         if let Err(e) = self.create_layout(&row, &chain) {
-            let link = self.read_link(&row).map(|s| self.store.home.join("l").join(s));
+            let link = self
+                .read_link(&row)
+                .map(|s| self.store.home.join("l").join(s));
             self.store.rollback(&row, link.as_deref());
             return Err(e);
         }
@@ -177,15 +186,16 @@ pub(crate) fn mkdir_mode(path: &Path, mode: u32, exist_ok: bool) -> Result<()> {
 }
 
 fn write_file(path: &Path, data: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o644)
         .open(path)
         .map_err(|e| StorageError::io("creating", path, e))?;
-    f.write_all(data).map_err(|e| StorageError::io("writing", path, e))
+    f.write_all(data)
+        .map_err(|e| StorageError::io("writing", path, e))
 }
 
 impl Snapshotter for OverlaySnapshotter {
@@ -212,10 +222,11 @@ impl Snapshotter for OverlaySnapshotter {
     }
 
     fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
-        self.store.commit(name, key, labels, Some(MAX_DEPTH), |row| {
-            let diff = self.diff(row);
-            measure(&diff).map_err(|e| StorageError::io("measuring", diff, e))
-        })
+        self.store
+            .commit(name, key, labels, Some(MAX_DEPTH), |row| {
+                let diff = self.diff(row);
+                measure(&diff).map_err(|e| StorageError::io("measuring", diff, e))
+            })
     }
 
     fn remove(&self, key: &str) -> Result<()> {
@@ -281,7 +292,8 @@ impl Snapshotter for OverlaySnapshotter {
             let p = entry.path();
             if std::fs::metadata(&p).is_err() {
                 if !dry_run {
-                    remove_tree(&p).map_err(|e| StorageError::io("removing dangling link", &p, e))?;
+                    remove_tree(&p)
+                        .map_err(|e| StorageError::io("removing dangling link", &p, e))?;
                 }
                 report.other.push(p);
             }

@@ -316,7 +316,13 @@ impl Store {
             }
             Ok(Ok(()))
         })??;
-        tracing::debug!(driver = self.driver, key, name, size = usage.size, "committed snapshot");
+        tracing::debug!(
+            driver = self.driver,
+            key,
+            name,
+            size = usage.size,
+            "committed snapshot"
+        );
         Ok(())
     }
 
@@ -375,7 +381,11 @@ impl Store {
     }
 
     /// Usage: recorded for committed snapshots, measured in `path` otherwise.
-    pub(crate) fn usage(&self, key: &str, path_of: impl FnOnce(&SnapshotRow) -> PathBuf) -> Result<Usage> {
+    pub(crate) fn usage(
+        &self,
+        key: &str,
+        path_of: impl FnOnce(&SnapshotRow) -> PathBuf,
+    ) -> Result<Usage> {
         let row = self.get(key)?;
         if row.kind == Kind::Committed
             && let (Some(size), Some(inodes)) = (row.size, row.inodes)
@@ -435,7 +445,10 @@ pub(crate) fn is_dir_id(name: &OsStr) -> bool {
     std::str::from_utf8(name.as_bytes()).is_ok_and(carrel_core::digest::is_hex64)
 }
 
-fn chain_in(c: &carrel_meta::Connection, parent: Option<&str>) -> carrel_meta::Result<Result<Vec<SnapshotRow>>> {
+fn chain_in(
+    c: &carrel_meta::Connection,
+    parent: Option<&str>,
+) -> carrel_meta::Result<Result<Vec<SnapshotRow>>> {
     let mut out = Vec::new();
     let mut next = parent.map(str::to_string);
     while let Some(k) = next {
@@ -509,7 +522,10 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     }
 }
 
-pub(crate) fn open_dir_nofollow<Fd: std::os::fd::AsFd, P: rustix::path::Arg>(dir: Fd, name: P) -> io::Result<OwnedFd> {
+pub(crate) fn open_dir_nofollow<Fd: std::os::fd::AsFd, P: rustix::path::Arg>(
+    dir: Fd,
+    name: P,
+) -> io::Result<OwnedFd> {
     Ok(rustix::fs::openat(
         dir,
         name,
@@ -550,7 +566,10 @@ fn remove_contents(dir: &OwnedFd, mnt: u64, shown: &Path) -> io::Result<()> {
             if mount_id(dir, &name)? != mnt {
                 return Err(io::Error::new(
                     io::ErrorKind::ResourceBusy,
-                    format!("{} is a mount point (still mounted?)", shown.join(&name).display()),
+                    format!(
+                        "{} is a mount point (still mounted?)",
+                        shown.join(&name).display()
+                    ),
                 ));
             }
             let child = open_dir_nofollow(dir, &name)?;
@@ -561,7 +580,10 @@ fn remove_contents(dir: &OwnedFd, mnt: u64, shown: &Path) -> io::Result<()> {
                 Err(rustix::io::Errno::BUSY) => {
                     return Err(io::Error::new(
                         io::ErrorKind::ResourceBusy,
-                        format!("{} is a mount point (still mounted?)", shown.join(&name).display()),
+                        format!(
+                            "{} is a mount point (still mounted?)",
+                            shown.join(&name).display()
+                        ),
                     ));
                 }
                 other => other?,

@@ -33,10 +33,22 @@ mod copy_specific {
 
     fn set_times(p: &Path, secs: i64) {
         let ts = rustix::fs::Timestamps {
-            last_access: rustix::fs::Timespec { tv_sec: secs, tv_nsec: 5 },
-            last_modification: rustix::fs::Timespec { tv_sec: secs, tv_nsec: 123_456_789 },
+            last_access: rustix::fs::Timespec {
+                tv_sec: secs,
+                tv_nsec: 5,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: secs,
+                tv_nsec: 123_456_789,
+            },
         };
-        rustix::fs::utimensat(rustix::fs::CWD, p, &ts, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).unwrap();
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            p,
+            &ts,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
     }
 
     fn mtime(p: &Path) -> (i64, i64) {
@@ -69,11 +81,21 @@ mod copy_specific {
         for rel in ["d/e/f", "d/etc-link", "d/e", "d"] {
             assert_eq!(mtime(&dst.join(rel)), mtime(&src.join(rel)), "{rel}");
         }
-        assert_eq!(std::fs::read_link(dst.join("d/etc-link")).unwrap(), Path::new("/etc"));
-        assert_eq!(std::fs::read_link(dst.join("d/e/loop")).unwrap(), Path::new(".."));
+        assert_eq!(
+            std::fs::read_link(dst.join("d/etc-link")).unwrap(),
+            Path::new("/etc")
+        );
+        assert_eq!(
+            std::fs::read_link(dst.join("d/e/loop")).unwrap(),
+            Path::new("..")
+        );
         let m = std::fs::metadata(dst.join("sparse")).unwrap();
         assert_eq!(m.len(), 64 << 20);
-        assert!(m.blocks() * 512 < (1 << 20), "holes were filled: {} blocks", m.blocks());
+        assert!(
+            m.blocks() * 512 < (1 << 20),
+            "holes were filled: {} blocks",
+            m.blocks()
+        );
         let mut buf = [0u8; 4];
         let g = std::fs::File::open(dst.join("sparse")).unwrap();
         g.read_exact_at(&mut buf, (64 << 20) - 4).unwrap();
@@ -92,7 +114,11 @@ mod copy_specific {
 
     fn run(cmd: &mut Command) -> String {
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
@@ -100,13 +126,27 @@ mod copy_specific {
         fn new() -> XfsImage {
             let dir = tempfile::tempdir().unwrap();
             let img = dir.path().join("xfs.img");
-            std::fs::File::create(&img).unwrap().set_len(1 << 30).unwrap();
-            run(Command::new("mkfs.xfs").args(["-q", "-m", "reflink=1"]).arg(&img));
+            std::fs::File::create(&img)
+                .unwrap()
+                .set_len(1 << 30)
+                .unwrap();
+            run(Command::new("mkfs.xfs")
+                .args(["-q", "-m", "reflink=1"])
+                .arg(&img));
             let mnt = dir.path().join("mnt");
             std::fs::create_dir(&mnt).unwrap();
-            let mut me = XfsImage { mnt, dev: None, _dir: dir };
-            me.dev = Some(run(Command::new("losetup").args(["--find", "--show"]).arg(&img)));
-            run(Command::new("mount").args(["-t", "xfs"]).arg(me.dev.as_ref().unwrap()).arg(&me.mnt));
+            let mut me = XfsImage {
+                mnt,
+                dev: None,
+                _dir: dir,
+            };
+            me.dev = Some(run(Command::new("losetup")
+                .args(["--find", "--show"])
+                .arg(&img)));
+            run(Command::new("mount")
+                .args(["-t", "xfs"])
+                .arg(me.dev.as_ref().unwrap())
+                .arg(&me.mnt));
             me
         }
     }
@@ -160,12 +200,16 @@ mod copy_specific {
         rustix::fs::sync();
         sn.commit("base", "tmp", Default::default()).unwrap();
         let t = Instant::now();
-        sn.prepare("child", Some("base"), Default::default()).unwrap();
+        sn.prepare("child", Some("base"), Default::default())
+            .unwrap();
         let took = t.elapsed();
         let copied = sn.upper_dir("child").unwrap().join("big");
         let frag = run(Command::new("filefrag").arg("-v").arg(&copied));
         assert!(frag.contains("shared"), "no shared extents:\n{frag}");
-        assert!(took < Duration::from_millis(500), "a reflinked copy took {took:?}");
+        assert!(
+            took < Duration::from_millis(500),
+            "a reflinked copy took {took:?}"
+        );
         assert_eq!(std::fs::read(&copied).unwrap(), data);
         drop(sn);
         assert!(carrel_mount::features::reflink_supported(&xfs.mnt));

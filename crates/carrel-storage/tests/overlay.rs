@@ -36,10 +36,14 @@ fn classic_fallback_refuses_what_does_not_fit() {
     use carrel_mount::{Mount, MountError, OverlayMount, ShortLowers};
     let mounter = carrel_mount::KernelMounter::classic_overlay();
     let dir = tempfile::tempdir().unwrap();
-    let lower: Vec<_> = (0..200).map(|i| dir.path().join(format!("layer{i}"))).collect();
+    let lower: Vec<_> = (0..200)
+        .map(|i| dir.path().join(format!("layer{i}")))
+        .collect();
     let short = ShortLowers {
         dir: dir.path().to_path_buf(),
-        lower: (0..200).map(|_| format!("l/{}", "X".repeat(26)).into()).collect(),
+        lower: (0..200)
+            .map(|_| format!("l/{}", "X".repeat(26)).into())
+            .collect(),
     };
     let m = Mount::Overlay(OverlayMount {
         lower,
@@ -48,7 +52,10 @@ fn classic_fallback_refuses_what_does_not_fit() {
         short: Some(short),
     });
     let err = carrel_mount::Mounter::mount(&mounter, &m, dir.path()).unwrap_err();
-    assert!(matches!(err, MountError::DataTooLong { layers: 200, .. }), "{err}");
+    assert!(
+        matches!(err, MountError::DataTooLong { layers: 200, .. }),
+        "{err}"
+    );
     let msg = carrel_storage::StorageError::from(err).to_string();
     assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
 }
