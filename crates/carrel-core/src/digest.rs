@@ -5,8 +5,8 @@ use std::io::{self, Read, Write};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-pub use sha2::Sha256;
 use sha2::Digest as _;
+pub use sha2::Sha256;
 
 /// A validated sha256 content digest.
 ///
@@ -84,7 +84,9 @@ impl Digest {
 
 /// True when `s` is exactly 64 lowercase hex characters.
 pub fn is_hex64(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl fmt::Display for Digest {

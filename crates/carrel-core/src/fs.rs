@@ -420,8 +420,14 @@ mod tests {
 
     #[test]
     fn clean_relative_refuses_escapes() {
-        assert_eq!(clean_relative(Path::new("/a/./b/../c")).unwrap(), Path::new("a/c"));
-        assert_eq!(clean_relative(Path::new("..gitme")).unwrap(), Path::new("..gitme"));
+        assert_eq!(
+            clean_relative(Path::new("/a/./b/../c")).unwrap(),
+            Path::new("a/c")
+        );
+        assert_eq!(
+            clean_relative(Path::new("..gitme")).unwrap(),
+            Path::new("..gitme")
+        );
         assert!(clean_relative(Path::new("../x")).is_err());
         assert!(clean_relative(Path::new("a/../../x")).is_err());
         assert_eq!(clean_absolute(Path::new("/../../etc")), Path::new("/etc"));

@@ -161,7 +161,10 @@ mod tests {
 
     #[test]
     fn durations_match_go_units() {
-        assert_eq!(human_duration(Duration::from_millis(300)), "Less than a second");
+        assert_eq!(
+            human_duration(Duration::from_millis(300)),
+            "Less than a second"
+        );
         assert_eq!(human_duration(Duration::from_secs(1)), "1 second");
         assert_eq!(human_duration(Duration::from_secs(59)), "59 seconds");
         assert_eq!(human_duration(Duration::from_secs(60)), "About a minute");

@@ -41,9 +41,6 @@ use std::io::{self, Write};
 use gotmpl::{MissingKey, Template, TemplateError, Value};
 use serde::Serialize;
 
-/// Kept until `main.rs` stops referring to it.
-pub struct Placeholder;
-
 /// Go's `tabwriter` settings used by docker/cli for tables.
 const TAB_MINWIDTH: usize = 10;
 const TAB_PADDING: usize = 3;

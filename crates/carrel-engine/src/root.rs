@@ -1,0 +1,63 @@
+//! The data root's layout on disk (mirrors Docker's, see DESIGN.md "On disk").
+
+use std::path::{Path, PathBuf};
+
+use crate::{EngineError, Result};
+
+/// Paths inside a data root. All are trusted: they are built from the root and fixed names only.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    /// The layout of the data root at `root`.
+    pub fn new(root: &Path) -> Layout {
+        Layout {
+            root: root.to_path_buf(),
+        }
+    }
+
+    /// The data root itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The metadata database.
+    pub fn db(&self) -> PathBuf {
+        self.root.join("carrel.db")
+    }
+
+    /// The content store.
+    pub fn content(&self) -> PathBuf {
+        self.root.join("content")
+    }
+
+    /// Lease lock files (in-flight work of live processes).
+    pub fn leases(&self) -> PathBuf {
+        self.root.join("leases")
+    }
+
+    /// Per-object lock files (e.g. one per layer being extracted).
+    pub fn locks(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+
+    /// Create the root and its fixed directories with Docker-like modes (root 0710, private
+    /// directories 0700).
+    pub fn create(&self) -> Result<()> {
+        let dirs: [(PathBuf, u32); 4] = [
+            (self.root.clone(), 0o710),
+            (self.leases(), 0o700),
+            (self.locks(), 0o700),
+            (self.content(), 0o700),
+        ];
+        for (dir, mode) in dirs {
+            if !dir.is_dir() {
+                carrel_core::fs::create_dir_mode(&dir, mode)
+                    .map_err(|e| EngineError::io("creating data directory", &dir, e))?;
+            }
+        }
+        Ok(())
+    }
+}

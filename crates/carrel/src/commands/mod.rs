@@ -1,0 +1,77 @@
+//! Command implementations: each parses nothing (clap did), calls the engine, and prints.
+
+mod images;
+mod system;
+
+use std::io::{BufRead, Write};
+
+use anyhow::Result;
+
+use carrel_engine::{Engine, EngineOptions};
+
+use crate::cli::{Cli, Command, GlobalOptions, ImageCommand, SystemCommand};
+
+/// An explicit exit status for a command that already printed its errors.
+#[derive(Debug)]
+pub struct ExitStatus(pub u8);
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitStatus {}
+
+/// Open the engine named by the global options.
+pub fn open(global: &GlobalOptions) -> Result<Engine> {
+    Ok(Engine::open(&EngineOptions {
+        root: global.root.clone(),
+        storage_driver: global.storage_driver.clone(),
+    })?)
+}
+
+/// Run a parsed command line; the value is the process exit status.
+pub fn run(cli: Cli) -> Result<u8> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Version => system::version(),
+        Command::Images(a) => images::list(&open(g)?, &a),
+        Command::Image(c) => match c {
+            ImageCommand::Ls(a) => images::list(&open(g)?, &a),
+            ImageCommand::Inspect(a) => images::inspect(&open(g)?, &a),
+            ImageCommand::Rm(a) => images::remove(&open(g)?, &a),
+            ImageCommand::Tag(a) => images::tag(&open(g)?, &a),
+            ImageCommand::History(a) => images::history(&open(g)?, &a),
+            ImageCommand::Prune(a) => images::prune(&open(g)?, &a),
+            ImageCommand::Load(a) => images::load(&open(g)?, &a),
+            ImageCommand::Save(a) => images::save(&open(g)?, &a),
+            ImageCommand::Import(a) => images::import(&open(g)?, &a),
+            ImageCommand::ImportBusybox(a) => images::import_busybox(&open(g)?, &a),
+        },
+        Command::Load(a) => images::load(&open(g)?, &a),
+        Command::Save(a) => images::save(&open(g)?, &a),
+        Command::Import(a) => images::import(&open(g)?, &a),
+        Command::Tag(a) => images::tag(&open(g)?, &a),
+        Command::Rmi(a) => images::remove(&open(g)?, &a),
+        Command::History(a) => images::history(&open(g)?, &a),
+        Command::Inspect(a) => images::inspect(&open(g)?, &a),
+        Command::Info(a) => system::info(&open(g)?, &a),
+        Command::System(c) => match c {
+            SystemCommand::Info(a) => system::info(&open(g)?, &a),
+            SystemCommand::Check(a) => system::check(&open(g)?, &a),
+        },
+    }
+}
+
+/// Ask `question [y/N]` as Docker does (prompt on stdout, answer on stdin); anything but `y` or
+/// `yes` is no.
+pub fn confirm(question: &str) -> bool {
+    print!("{question} [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return false;
+    }
+    matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+}
