@@ -56,7 +56,8 @@ pub fn get(c: &Connection, digest: &Digest) -> Result<Option<BlobRow>> {
 
 /// Every blob.
 pub fn list(c: &Connection) -> Result<Vec<BlobRow>> {
-    let mut stmt = c.prepare("SELECT digest, size, media_type, created FROM blobs ORDER BY digest")?;
+    let mut stmt =
+        c.prepare("SELECT digest, size, media_type, created FROM blobs ORDER BY digest")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
     let mut out = Vec::new();
     for r in rows {

@@ -78,7 +78,9 @@ fn parse(r: RawImage) -> Result<ImageRow> {
 pub fn insert(c: &Connection, row: &ImageRow) -> Result<bool> {
     let layers: Vec<String> = row.layers.iter().map(|d| d.to_string()).collect();
     let n = c.execute(
-        &format!("INSERT OR IGNORE INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+        &format!(
+            "INSERT OR IGNORE INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ),
         params![
             row.id.to_string(),
             row.config,
@@ -123,10 +125,13 @@ pub fn ids_with_prefix(c: &Connection, prefix: &str, limit: usize) -> Result<Vec
     if !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(Vec::new());
     }
-    let mut stmt = c.prepare("SELECT id FROM images WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3")?;
+    let mut stmt =
+        c.prepare("SELECT id FROM images WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3")?;
     let lo = format!("sha256:{prefix}");
     let hi = format!("sha256:{prefix}\u{7f}");
-    let rows = stmt.query_map(params![lo, hi, (limit + 1) as i64], |r| r.get::<_, String>(0))?;
+    let rows = stmt.query_map(params![lo, hi, (limit + 1) as i64], |r| {
+        r.get::<_, String>(0)
+    })?;
     let mut out = Vec::new();
     for r in rows {
         let s = r?;

@@ -144,8 +144,9 @@ pub fn dead(meta: &Meta, dir: &Path) -> Result<Vec<DeadLease>> {
         let path = lock_path(dir, id);
         if let Some(lock) = FileLock::try_lock(&path).map_err(|e| MetaError::Io(path, e))? {
             let resources = meta.read(|c| {
-                let mut stmt =
-                    c.prepare("SELECT kind, ref FROM lease_resources WHERE lease = ?1 ORDER BY kind, ref")?;
+                let mut stmt = c.prepare(
+                    "SELECT kind, ref FROM lease_resources WHERE lease = ?1 ORDER BY kind, ref",
+                )?;
                 let rows = stmt.query_map([id], |r| {
                     Ok(LeaseResource {
                         kind: r.get(0)?,
@@ -198,7 +199,11 @@ mod tests {
         let live = Lease::acquire(&meta, &leases, "test").unwrap();
         meta.write(|tx| live.add(tx, "snapshot", "k1")).unwrap();
         assert!(dead(&meta, &leases).unwrap().is_empty());
-        assert!(meta.read(|c| protected(c, "snapshot")).unwrap().contains("k1"));
+        assert!(
+            meta.read(|c| protected(c, "snapshot"))
+                .unwrap()
+                .contains("k1")
+        );
 
         // Simulate a crash: drop the lock without releasing.
         let id = live.id().to_string();

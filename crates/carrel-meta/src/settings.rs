@@ -6,11 +6,12 @@ use crate::Result;
 
 /// The value stored under `key`.
 pub fn get(c: &Connection, key: &str) -> Result<Option<String>> {
-    Ok(c
-        .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+    Ok(
+        c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
             r.get(0)
         })
-        .optional()?)
+        .optional()?,
+    )
 }
 
 /// Store `value` under `key`, replacing what was there.

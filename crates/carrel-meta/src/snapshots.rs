@@ -171,7 +171,10 @@ pub fn commit(
 pub fn set_labels(c: &Connection, key: &str, labels: &BTreeMap<String, String>) -> Result<bool> {
     let n = c.execute(
         "UPDATE snapshots SET labels = ?2 WHERE key = ?1",
-        params![key, serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())],
+        params![
+            key,
+            serde_json::to_string(labels).unwrap_or_else(|_| "{}".into())
+        ],
     )?;
     Ok(n == 1)
 }
@@ -220,14 +223,20 @@ mod tests {
         })
         .unwrap();
         let labels = BTreeMap::from([("a".to_string(), "b".to_string())]);
-        assert!(meta.write(|tx| commit(tx, "tmp", "layer2", 10, 2, &labels, 5)).unwrap());
+        assert!(
+            meta.write(|tx| commit(tx, "tmp", "layer2", 10, 2, &labels, 5))
+                .unwrap()
+        );
         let r = meta.read(|c| get(c, "layer2")).unwrap().unwrap();
         assert_eq!(r.kind, Kind::Committed);
         assert_eq!(r.size, Some(10));
         assert_eq!(r.labels, labels);
         assert_eq!(meta.read(|c| children(c, "base")).unwrap(), vec!["layer2"]);
         // A duplicate key is refused.
-        assert!(meta.write(|tx| insert(tx, &row("base", "3", None, Kind::Active))).is_err());
+        assert!(
+            meta.write(|tx| insert(tx, &row("base", "3", None, Kind::Active)))
+                .is_err()
+        );
     }
 
     #[test]
