@@ -418,29 +418,98 @@ impl Extractor<'_> {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(fs_err(raw, "resolve parent directory")(e)),
         }
-        // Slow path: create the missing components one by one, with a fixed mode.
-        let mut prefix = PathBuf::new();
-        for c in rel.components() {
-            prefix.push(c);
-            match self.root.open_dir(&prefix) {
-                Ok(_) => continue,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(fs_err(raw, "resolve parent directory")(e)),
-            }
-            self.root
-                .mkdir_all(&prefix, 0o755)
-                .map_err(fs_err(raw, "create parent directory"))?;
-            // mkdir applies the umask; implied directories are 0755 whatever it is.
-            let fd = self
-                .root
-                .open_at(&prefix, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
-                .map_err(fs_err(raw, "open parent directory"))?;
-            rfs::fchmod(&fd, Mode::from_raw_mode(0o755))
-                .map_err(|e| fs_err(raw, "chmod parent directory")(errno(e)))?;
-        }
+        self.mkdir_in_root(raw, rel)?;
         self.root
             .open_dir(rel)
             .map_err(fs_err(raw, "resolve parent directory"))
+    }
+
+    /// Create `rel` and its missing ancestors inside the root, resolving symlinks (dangling ones
+    /// too) the way `openat2(RESOLVE_IN_ROOT)` does: one component at a time relative to a
+    /// directory handle, with `..` and absolute targets taken against the *real* path walked so
+    /// far and clamped at the root. New directories get mode 0755 whatever the umask.
+    ///
+    /// (`Root::mkdir_all` resolves relative targets against the lexical path instead, which puts
+    /// `inner/go_up/escape/x` with `go_up -> ..`, `escape -> ../victim` at `inner/victim/x` while
+    /// the kernel resolves it to `victim/x`; both stay inside the root, but they must agree.)
+    fn mkdir_in_root(&self, raw: &[u8], rel: &Path) -> Result<(), ArchiveError> {
+        let fail = |op: &'static str| move |e: rustix::io::Errno| fs_err(raw, op)(errno(e));
+        let root_dir = || {
+            self.root
+                .open_dir(Path::new(""))
+                .map_err(fs_err(raw, "open layer root"))
+        };
+        let mut pending: std::collections::VecDeque<std::ffi::OsString> = rel
+            .components()
+            .map(|c| c.as_os_str().to_os_string())
+            .collect();
+        let mut real = PathBuf::new();
+        let mut cur = root_dir()?;
+        let mut budget = 40;
+        while let Some(c) = pending.pop_front() {
+            match rfs::statat(&cur, &c, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if file_type(&st) == FileType::Directory => {
+                    cur = rfs::openat(&cur, &c, DIR_NOFOLLOW, Mode::empty())
+                        .map_err(fail("open parent directory"))?;
+                    real.push(&c);
+                }
+                Ok(st) if file_type(&st) == FileType::Symlink => {
+                    budget -= 1;
+                    if budget == 0 {
+                        return Err(fs_err(raw, "resolve parent directory")(
+                            io::Error::from_raw_os_error(libc::ELOOP),
+                        ));
+                    }
+                    let target = rfs::readlinkat(&cur, &c, Vec::new()).map_err(fail("readlink"))?;
+                    let target = Path::new(OsStr::from_bytes(target.as_bytes()));
+                    let base = Path::new("/").join(if target.is_absolute() {
+                        Path::new("")
+                    } else {
+                        real.as_path()
+                    });
+                    let joined = carrel_core::fs::clean_absolute(&base.join(target));
+                    let mut spliced: std::collections::VecDeque<std::ffi::OsString> = joined
+                        .components()
+                        .filter(|p| matches!(p, std::path::Component::Normal(_)))
+                        .map(|p| p.as_os_str().to_os_string())
+                        .collect();
+                    spliced.extend(pending.drain(..));
+                    pending = spliced;
+                    real = PathBuf::new();
+                    cur = root_dir()?;
+                }
+                Ok(_) => {
+                    return Err(fs_err(raw, "create parent directory")(
+                        io::Error::from_raw_os_error(libc::ENOTDIR),
+                    ));
+                }
+                Err(rustix::io::Errno::NOENT) => {
+                    match rfs::mkdirat(&cur, &c, Mode::from_raw_mode(0o755)) {
+                        Ok(()) => {}
+                        Err(rustix::io::Errno::EXIST) => {
+                            // Raced with another creator: look again.
+                            budget -= 1;
+                            if budget == 0 {
+                                return Err(fs_err(raw, "create parent directory")(
+                                    io::Error::from_raw_os_error(libc::EEXIST),
+                                ));
+                            }
+                            pending.push_front(c);
+                            continue;
+                        }
+                        Err(e) => return Err(fail("create parent directory")(e)),
+                    }
+                    let fd = rfs::openat(&cur, &c, DIR_NOFOLLOW, Mode::empty())
+                        .map_err(fail("open parent directory"))?;
+                    rfs::fchmod(&fd, Mode::from_raw_mode(0o755))
+                        .map_err(fail("chmod parent directory"))?;
+                    cur = fd;
+                    real.push(&c);
+                }
+                Err(e) => return Err(fail("resolve parent directory")(e)),
+            }
+        }
+        Ok(())
     }
 
     /// Remove whatever is at `name` (a directory recursively), never following it.
