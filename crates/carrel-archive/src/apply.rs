@@ -853,7 +853,13 @@ impl Extractor<'_> {
                     }
                 }
                 self.chown_at(raw, parent.as_fd(), target, e.uid, e.gid)?;
-                self.record(&parent_rel.join(target));
+                rfs::utimensat(
+                    parent.as_fd(),
+                    target,
+                    &times_of(e),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|er| fs_err(raw, "set times")(errno(er)))?;
             }
             WhiteoutFormat::Naive => {
                 if self.was_created(&parent_rel.join(target)) {

@@ -278,6 +278,23 @@ impl<W: Write> Walker<W> {
             });
         }
         let (parent, fname, st) = self.resolve(&clean, src.follow_symlink, path_bytes)?;
+        if name.is_empty() {
+            // Only the children of a directory source, at the top level.
+            if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                return Err(ArchiveError::Unsupported {
+                    path: EntryName::from(path_bytes),
+                    reason: "an empty archive name needs a directory source".into(),
+                });
+            }
+            let fd = rfs::openat(&parent, &fname, DIR_NOFOLLOW, Mode::empty())
+                .map_err(|e| tree_err(path_bytes, "open directory")(errno(e)))?;
+            let names = sorted_names(fd.as_fd(), path_bytes)?;
+            return self.walk(Frame {
+                fd,
+                prefix: Vec::new(),
+                names,
+            });
+        }
         if let Some(fd) = self.emit(parent.as_fd(), &fname, &st, &name)? {
             let names = sorted_names(fd.as_fd(), &name)?;
             self.walk(Frame {

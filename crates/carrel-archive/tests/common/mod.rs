@@ -529,6 +529,8 @@ pub fn describe(root: &Path) -> BTreeMap<PathBuf, (Node, Option<PathBuf>, u64)> 
         };
         n.ino = 0;
         n.ctime = (0, 0);
+        // Layer tars carry whole seconds (as Docker writes them).
+        n.mtime.1 = 0;
         if n.kind == "dir" {
             n.size = 0;
             n.nlink = 0;
