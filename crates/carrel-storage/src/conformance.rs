@@ -938,10 +938,21 @@ pub fn remove_order(env: &Env) {
     layer(&s, &*sn, Some("b"), "c", &|r| write(&r.join("c"), "c"));
     sn.view("v", "c", Labels::new()).unwrap();
     sn.prepare("x", Some("c"), Labels::new()).unwrap();
-    // A mounted snapshot is never deleted through its mount.
+    // A snapshot mounted at its conventional place (`merged` for overlay2) is refused, never
+    // deleted through its mount.
+    let paths = sn.paths("x").unwrap();
     let m = s.mount(&sn.mounts("x").unwrap());
     write(&m.path().join("in-container"), "data");
     m.unmount();
+    if paths.merged.is_dir() && paths.merged != paths.upper {
+        env.mounter
+            .mount_all(&sn.mounts("x").unwrap(), &paths.merged)
+            .unwrap();
+        let e = expect_kind(sn.remove("x"), ErrorKind::Conflict, "remove while mounted");
+        env.mounter.unmount(&paths.merged, false).unwrap();
+        assert!(matches!(e, StorageError::Mounted { .. }), "{e}");
+        assert_eq!(sn.stat("x").unwrap().kind, Kind::Active);
+    }
     for k in ["a", "b", "c"] {
         expect_kind(sn.remove(k), ErrorKind::Conflict, "remove of a parent");
     }

@@ -31,6 +31,14 @@ pub enum StorageError {
         /// How many children.
         children: usize,
     },
+    /// The snapshot is still mounted inside its directory.
+    #[error("snapshot {key} is still mounted at {path}")]
+    Mounted {
+        /// The snapshot.
+        key: String,
+        /// The mount point.
+        path: PathBuf,
+    },
     /// The chain is deeper than the driver can mount.
     #[error("snapshot {key} has {depth} layers, more than the {max} that {driver} can mount")]
     TooDeep {
@@ -116,6 +124,7 @@ impl HasKind for StorageError {
             StorageError::WrongKind { .. } | StorageError::HasChildren { .. } => {
                 ErrorKind::Conflict
             }
+            StorageError::Mounted { .. } => ErrorKind::Conflict,
             StorageError::TooDeep { .. } => ErrorKind::InvalidArgument,
             StorageError::Unsupported { .. } => ErrorKind::Precondition,
             StorageError::DigestMismatch { .. } | StorageError::SizeMismatch { .. } => {

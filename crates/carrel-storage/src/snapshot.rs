@@ -329,6 +329,16 @@ impl Store {
     /// Delete the row of `key` if it has no children, returning it (the caller then removes the
     /// directory).
     pub(crate) fn remove_row(&self, key: &str) -> Result<SnapshotRow> {
+        // Refuse while something is mounted inside the snapshot's directory (its `merged` dir),
+        // before the row goes, so nothing is half removed.
+        let row = self.get(key)?;
+        let dir = self.dir(&row.id);
+        if let Some(path) = mounted_inside(&dir) {
+            return Err(StorageError::Mounted {
+                key: key.to_string(),
+                path,
+            });
+        }
         self.meta.write(|tx| {
             let Some(row) = rows::get(tx, key)? else {
                 return Ok(Err(StorageError::SnapshotNotFound(key.to_string())));
@@ -438,6 +448,20 @@ impl Store {
         }
         Ok(report)
     }
+}
+
+/// The first mount point directly inside `dir`, if any (compared by mount id).
+pub(crate) fn mounted_inside(dir: &Path) -> Option<PathBuf> {
+    let fd = open_dir_nofollow(rustix::fs::CWD, dir).ok()?;
+    let own = mount_id(&fd, Path::new("")).ok()?;
+    for entry in std::fs::read_dir(dir).ok()? {
+        let entry = entry.ok()?;
+        let name = PathBuf::from(entry.file_name());
+        if mount_id(&fd, &name).is_ok_and(|id| id != own) {
+            return Some(dir.join(name));
+        }
+    }
+    None
 }
 
 /// Whether a name under a driver's home looks like a snapshot directory (a 64-hex id).
