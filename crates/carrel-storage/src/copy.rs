@@ -219,23 +219,9 @@ impl Snapshotter for CopySnapshotter {
 
     fn cleanup(&self, dry_run: bool) -> Result<CleanupReport> {
         // A view has no tree of its own; its directory is the marker.
-        let views: std::collections::HashSet<String> = self
-            .store
-            .walk()?
-            .into_iter()
-            .filter(|i| i.kind == Kind::View)
-            .map(|i| i.id)
-            .collect();
-        self.store.cleanup(dry_run, |d| {
-            let is_view = d
-                .file_name()
-                .and_then(OsStr::to_str)
-                .is_some_and(|id| views.contains(id));
-            if is_view {
-                d.to_path_buf()
-            } else {
-                d.join("dir")
-            }
+        self.store.cleanup(dry_run, |r| match r.kind {
+            Kind::View => self.store.dir(&r.id),
+            _ => self.tree(r),
         })
     }
 }

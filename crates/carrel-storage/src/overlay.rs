@@ -282,7 +282,7 @@ impl Snapshotter for OverlaySnapshotter {
     }
 
     fn cleanup(&self, dry_run: bool) -> Result<CleanupReport> {
-        let mut report = self.store.cleanup(dry_run, |d| d.join("diff"))?;
+        let mut report = self.store.cleanup(dry_run, |r| self.diff(r))?;
         // Dangling short links (their layer is gone). A link is created only after its diff
         // exists and removed before it, so a dangling one never belongs to live work.
         let l = self.store.home.join("l");

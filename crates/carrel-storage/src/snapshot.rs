@@ -413,7 +413,7 @@ impl Store {
     pub(crate) fn cleanup(
         &self,
         dry_run: bool,
-        complete: impl Fn(&Path) -> PathBuf,
+        complete: impl Fn(&SnapshotRow) -> PathBuf,
     ) -> Result<CleanupReport> {
         let mut dirs = Vec::new();
         let entries = std::fs::read_dir(&self.home)
@@ -441,7 +441,7 @@ impl Store {
         }
         for r in &all {
             let d = self.dir(&r.id);
-            if !complete(&d).exists() {
+            if !complete(r).exists() {
                 tracing::warn!(driver = self.driver, key = %r.key, path = %d.display(), "snapshot directory missing");
                 report.missing_dirs.push(r.key.clone());
             }
