@@ -136,17 +136,4 @@ impl Engine {
             Ok(report_of(&snaps, &doomed_blobs))
         })?)
     }
-
-    /// Writable-layer snapshot keys of all containers (none until containers exist).
-    pub(crate) fn container_snapshot_keys(&self) -> Result<Vec<String>> {
-        Ok(Vec::new())
-    }
-
-    /// Containers that use an image (none until containers exist).
-    pub(crate) fn containers_using_image(
-        &self,
-        _id: &Digest,
-    ) -> Result<Vec<crate::images::ImageUser>> {
-        Ok(Vec::new())
-    }
 }

@@ -6,6 +6,7 @@
 //! Opening an engine runs recovery: work left half-done by a crashed process (found through its
 //! dead lease) is rolled back and garbage is collected, so nothing half-done is ever visible.
 
+pub mod containers;
 pub mod error;
 pub mod gc;
 pub mod images;

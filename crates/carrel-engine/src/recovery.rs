@@ -75,6 +75,37 @@ impl Engine {
         Ok(())
     }
 
+    /// Container directories without a record (left by a crash during removal).
+    fn sweep_container_dirs(&self, dry_run: bool) -> Result<Vec<PathBuf>> {
+        let dir = self.layout().containers();
+        let mut on_disk = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                on_disk.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        // Directories first, then rows: a container's row exists before its directory does.
+        let known: HashSet<String> = self
+            .meta()
+            .read(carrel_meta::containers::list)?
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let mut orphans = Vec::new();
+        for name in on_disk {
+            if known.contains(&name) {
+                continue;
+            }
+            let path = dir.join(&name);
+            if !dry_run {
+                carrel_core::fs::remove_all(&path)
+                    .map_err(|e| crate::EngineError::io("removing", &path, e))?;
+            }
+            orphans.push(path);
+        }
+        Ok(orphans)
+    }
+
     fn live_lease_ids(&self) -> Result<HashSet<String>> {
         Ok(self
             .meta()
@@ -108,6 +139,7 @@ impl Engine {
 
         let cleanup = self.snapshotter().cleanup(true)?;
         report.orphan_dirs = cleanup.orphan_dirs.clone();
+        report.orphan_dirs.extend(self.sweep_container_dirs(true)?);
         report.orphan_dirs.extend(cleanup.other.iter().cloned());
         report.missing_dirs = cleanup.missing_dirs.clone();
 
@@ -169,6 +201,9 @@ impl Engine {
                 report
                     .repaired
                     .push(format!("removed interrupted write {}", p.display()));
+            }
+            for p in self.sweep_container_dirs(false)? {
+                report.repaired.push(format!("removed orphan {}", p.display()));
             }
             let cleaned = self.snapshotter().cleanup(false)?;
             for p in cleaned.orphan_dirs.iter().chain(cleaned.other.iter()) {

@@ -43,14 +43,20 @@ impl Layout {
         self.root.join("locks")
     }
 
+    /// Container directories (bundle, logs, monitor files).
+    pub fn containers(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
     /// Create the root and its fixed directories with Docker-like modes (root 0710, private
     /// directories 0700).
     pub fn create(&self) -> Result<()> {
-        let dirs: [(PathBuf, u32); 4] = [
+        let dirs: [(PathBuf, u32); 5] = [
             (self.root.clone(), 0o710),
             (self.leases(), 0o700),
             (self.locks(), 0o700),
             (self.content(), 0o700),
+            (self.containers(), 0o710),
         ];
         for (dir, mode) in dirs {
             if !dir.is_dir() {

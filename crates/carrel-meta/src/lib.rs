@@ -7,6 +7,7 @@
 //! of them in one transaction via [`Meta::write`].
 
 pub mod blobs;
+pub mod containers;
 pub mod error;
 pub mod images;
 pub mod leases;

@@ -63,6 +63,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX lease_resources_ref ON lease_resources(kind, ref);
     "#,
+    // 2: containers.
+    r#"
+    CREATE TABLE containers (
+        id       TEXT PRIMARY KEY,
+        name     TEXT NOT NULL UNIQUE,
+        image_id TEXT NOT NULL,
+        snapshot TEXT NOT NULL,
+        spec     TEXT NOT NULL,
+        state    TEXT NOT NULL,
+        created  INTEGER NOT NULL
+    );
+    CREATE INDEX containers_image ON containers(image_id);
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -1,0 +1,571 @@
+//! Containers: a writable copy-on-write layer (a snapshot keyed by the container id) over an
+//! image's read-only layers, a record in the `containers` table, and a directory
+//! `<root>/containers/<id>` for the runtime bundle, logs and the monitor's files.
+//!
+//! Creating and removing are done under a lease, so a crash in the middle is rolled forward by
+//! the next carrel command (the half-made or half-removed container is removed entirely).
+
+pub mod inspect;
+pub mod lifecycle;
+pub mod list;
+pub mod names;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use carrel_core::Digest;
+use carrel_meta::containers::{self as rows, ContainerRow};
+use carrel_meta::leases;
+use carrel_storage::snapshot::Labels;
+
+use crate::images::config::{RunConfig, rfc3339_nanos};
+use crate::{Engine, EngineError, Result};
+use types::{Config, CreateRequest, HostConfig, State, Status};
+
+/// What a container runs: the create request merged with the image's defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// The merged `Config`.
+    pub config: Config,
+    /// The `HostConfig` as given (normalized).
+    pub host_config: HostConfig,
+    /// The executable (first word of entrypoint + cmd).
+    pub path: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+/// A container as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Container {
+    /// 64 hex characters.
+    pub id: String,
+    /// Its name, without Docker's leading `/`.
+    pub name: String,
+    /// The image it was created from.
+    pub image_id: Digest,
+    /// The snapshot key of its writable layer.
+    pub snapshot: String,
+    /// What it runs.
+    pub spec: ContainerSpec,
+    /// Its lifecycle state.
+    pub state: State,
+    /// Creation time, nanoseconds since the epoch.
+    pub created: i64,
+}
+
+impl Container {
+    fn from_row(row: ContainerRow) -> Result<Container> {
+        let spec: ContainerSpec = serde_json::from_str(&row.spec).map_err(|e| {
+            EngineError::InvalidArgument(format!("container {}: stored spec is invalid: {e}", row.id))
+        })?;
+        let state: State = serde_json::from_str(&row.state).map_err(|e| {
+            EngineError::InvalidArgument(format!("container {}: stored state is invalid: {e}", row.id))
+        })?;
+        Ok(Container {
+            id: row.id,
+            name: row.name,
+            image_id: row.image_id,
+            snapshot: row.snapshot,
+            spec,
+            state,
+            created: row.created,
+        })
+    }
+
+    /// The short (12 character) id.
+    pub fn short_id(&self) -> &str {
+        &self.id[..12]
+    }
+
+    /// True while its process runs (running, paused or restarting).
+    pub fn is_running(&self) -> bool {
+        matches!(
+            self.state.status,
+            Status::Running | Status::Paused | Status::Restarting
+        )
+    }
+
+    /// The command line Docker shows in `ps` (`sh -c 'echo hi'` becomes `"sh -c 'echo hi'"`).
+    pub fn command(&self) -> String {
+        std::iter::once(self.spec.path.as_str())
+            .chain(self.spec.args.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Docker's `Status` column: `Up 2 minutes`, `Exited (0) 3 seconds ago`, `Created`.
+pub fn status_text(state: &State) -> String {
+    let since = |t: i64| {
+        let now = carrel_meta::now_nanos();
+        std::time::Duration::from_nanos(now.saturating_sub(t).max(0) as u64)
+    };
+    match state.status {
+        Status::Created => "Created".into(),
+        Status::Running | Status::Restarting => {
+            format!("Up {}", carrel_core::units::human_duration(since(state.started_at)))
+        }
+        Status::Paused => format!(
+            "Up {} (Paused)",
+            carrel_core::units::human_duration(since(state.started_at))
+        ),
+        Status::Removing => "Removal In Progress".into(),
+        Status::Dead => "Dead".into(),
+        Status::Exited => {
+            if state.finished_at == 0 {
+                format!("Exited ({})", state.exit_code)
+            } else {
+                format!(
+                    "Exited ({}) {} ago",
+                    state.exit_code,
+                    carrel_core::units::human_duration(since(state.finished_at))
+                )
+            }
+        }
+    }
+}
+
+/// Docker's time format for inspect, with its zero value for "never".
+pub fn inspect_time(nanos: i64) -> String {
+    if nanos == 0 {
+        "0001-01-01T00:00:00Z".into()
+    } else {
+        rfc3339_nanos(nanos)
+    }
+}
+
+/// The answer to `create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateResponse {
+    /// The new container's id.
+    pub id: String,
+    /// Warnings (e.g. options carrel ignores).
+    pub warnings: Vec<String>,
+}
+
+/// Merge an image's run config into a container config, as Docker does at create.
+fn merge_image_config(config: &mut Config, image: &RunConfig) {
+    if config.user.is_empty() {
+        config.user = image.user.clone();
+    }
+    if let Some(img_env) = &image.env {
+        let mut env: Vec<String> = img_env.clone();
+        for e in config.env.take().unwrap_or_default() {
+            let key = e.split_once('=').map(|(k, _)| k).unwrap_or(&e).to_string();
+            env.retain(|x| x.split_once('=').map(|(k, _)| k).unwrap_or(x) != key);
+            env.push(e);
+        }
+        config.env = Some(env);
+    }
+    if config.working_dir.is_empty() {
+        config.working_dir = image.working_dir.clone();
+    }
+    let user_set_entrypoint = config.entrypoint.is_some();
+    if !user_set_entrypoint {
+        config.entrypoint = image.entrypoint.clone();
+        if config.cmd.as_ref().is_none_or(|c| c.is_empty()) {
+            config.cmd = image.cmd.clone();
+        }
+    }
+    if let Some(vols) = &image.volumes {
+        let mine = config.volumes.get_or_insert_with(BTreeMap::new);
+        for (k, v) in vols {
+            mine.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    if let Some(labels) = &image.labels {
+        let mine = config.labels.get_or_insert_with(BTreeMap::new);
+        for (k, v) in labels {
+            mine.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    if let Some(ports) = &image.exposed_ports {
+        let mine = config.exposed_ports.get_or_insert_with(BTreeMap::new);
+        for (k, v) in ports {
+            mine.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    if config.stop_signal.is_none() {
+        config.stop_signal = image.stop_signal.clone();
+    }
+    if config.on_build.is_none() {
+        config.on_build = image.on_build.clone();
+    }
+}
+
+/// Check the host config for what carrel does not do, and normalize it.
+fn normalize_host_config(hc: &mut HostConfig) -> Result<()> {
+    match hc.network_mode.as_str() {
+        "" | "default" | "none" => hc.network_mode = "none".into(),
+        "host" => {}
+        other => {
+            return Err(EngineError::InvalidArgument(format!(
+                "network mode {other:?} is not supported: carrel does not manage container networks; use --network none (the default) or --network host"
+            )));
+        }
+    }
+    if !matches!(hc.restart_policy.name.as_str(), "" | "no") {
+        return Err(EngineError::InvalidArgument(format!(
+            "restart policy {:?} is not supported: carrel has no daemon to restart containers",
+            hc.restart_policy.name
+        )));
+    }
+    hc.restart_policy.name = "no".into();
+    if hc.privileged {
+        return Err(EngineError::InvalidArgument(
+            "--privileged is not supported by carrel".into(),
+        ));
+    }
+    if hc.shm_size == 0 {
+        hc.shm_size = types::DEFAULT_SHM_SIZE;
+    }
+    if hc.shm_size < 0 {
+        return Err(EngineError::InvalidArgument(
+            "SHM size can not be less than 0".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// The directory of a container (`<root>/containers/<id>`).
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.layout().containers().join(id)
+    }
+
+    /// Find a container by full id, name (with or without a leading `/`), or unique id prefix.
+    pub fn resolve_container(&self, name_or_id: &str) -> Result<Container> {
+        let not_found = || EngineError::NotFound(format!("No such container: {name_or_id}"));
+        if name_or_id.is_empty() {
+            return Err(not_found());
+        }
+        if carrel_core::digest::is_hex64(name_or_id)
+            && let Some(row) = self.meta().read(|c| rows::get(c, name_or_id))?
+        {
+            return Container::from_row(row);
+        }
+        let name = name_or_id.strip_prefix('/').unwrap_or(name_or_id);
+        if let Some(row) = self.meta().read(|c| rows::get_by_name(c, name))? {
+            return Container::from_row(row);
+        }
+        let ids = self
+            .meta()
+            .read(|c| rows::ids_with_prefix(c, name_or_id, 1))?;
+        match ids.as_slice() {
+            [] => Err(not_found()),
+            [id] => self
+                .meta()
+                .read(|c| rows::get(c, id))?
+                .map(Container::from_row)
+                .ok_or_else(not_found)?,
+            _ => Err(EngineError::InvalidArgument(format!(
+                "multiple IDs found with provided prefix: {name_or_id}"
+            ))),
+        }
+    }
+
+    /// Every container, newest first.
+    pub fn containers(&self) -> Result<Vec<Container>> {
+        self.meta()
+            .read(rows::list)?
+            .into_iter()
+            .map(Container::from_row)
+            .collect()
+    }
+
+    /// Replace the state of a container through `f`, atomically. Returns the new state.
+    pub fn update_container_state(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut State) -> Result<()>,
+    ) -> Result<State> {
+        let mut f = Some(f);
+        let mut outcome: Option<Result<State>> = None;
+        self.meta().write(|tx| {
+            let Some(row) = rows::get(tx, id)? else {
+                outcome = Some(Err(EngineError::NotFound(format!("No such container: {id}"))));
+                return Ok(());
+            };
+            let mut state: State = match serde_json::from_str(&row.state) {
+                Ok(s) => s,
+                Err(e) => {
+                    outcome = Some(Err(EngineError::InvalidArgument(format!(
+                        "container {id}: stored state is invalid: {e}"
+                    ))));
+                    return Ok(());
+                }
+            };
+            if let Some(f) = f.take()
+                && let Err(e) = f(&mut state)
+            {
+                outcome = Some(Err(e));
+                return Ok(());
+            }
+            rows::set_state(tx, id, &serde_json::to_string(&state).unwrap_or_default())?;
+            outcome = Some(Ok(state));
+            Ok(())
+        })?;
+        outcome.unwrap_or_else(|| Err(EngineError::NotFound(format!("No such container: {id}"))))
+    }
+
+    /// `carrel create`: make a container (its record, writable layer and directory).
+    pub fn container_create(&self, req: CreateRequest) -> Result<CreateResponse> {
+        let CreateRequest {
+            name,
+            mut config,
+            mut host_config,
+        } = req;
+        let name = name.strip_prefix('/').unwrap_or(&name).to_string();
+        if !name.is_empty() && !names::is_valid(&name) {
+            return Err(EngineError::InvalidArgument(format!(
+                "Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        if config.image.is_empty() {
+            return Err(EngineError::InvalidArgument(
+                "No image specified: give an image name".into(),
+            ));
+        }
+        let image = self.resolve_image(&config.image)?;
+        let image_config = self.image_config(&image)?;
+        merge_image_config(&mut config, &image_config.config.clone().unwrap_or_default());
+        normalize_host_config(&mut host_config)?;
+        let mut words: Vec<String> = config.entrypoint.clone().unwrap_or_default();
+        words.extend(config.cmd.clone().unwrap_or_default());
+        if words.is_empty() {
+            return Err(EngineError::InvalidArgument("No command specified".into()));
+        }
+        let path = words.remove(0);
+        let id = carrel_core::id::random_id();
+        if config.hostname.is_empty() {
+            config.hostname = id[..12].to_string();
+        }
+        let spec = ContainerSpec {
+            config,
+            host_config,
+            path,
+            args: words,
+        };
+        let Some(top) = image.layers.last().cloned() else {
+            return Err(EngineError::InvalidArgument(format!(
+                "image {} has no layers",
+                image.id.short()
+            )));
+        };
+
+        let lease = self.lease("container create")?;
+        let result = self.create_under(&lease, &id, name, &image.id, &top, &spec);
+        lease.release(self.meta())?;
+        if let Err(e) = result {
+            // Roll back whatever was made: the row, the snapshot, the directory.
+            self.discard_container(&id)?;
+            return Err(e);
+        }
+        Ok(CreateResponse {
+            id,
+            warnings: Vec::new(),
+        })
+    }
+
+    fn create_under(
+        &self,
+        lease: &carrel_meta::Lease,
+        id: &str,
+        mut name: String,
+        image_id: &Digest,
+        top: &Digest,
+        spec: &ContainerSpec,
+    ) -> Result<()> {
+        let now = carrel_meta::now_nanos();
+        let state = serde_json::to_string(&State::default()).unwrap_or_default();
+        let spec_json = serde_json::to_string(spec).unwrap_or_default();
+        let generated = name.is_empty();
+        let mut attempt = 0;
+        loop {
+            if generated {
+                name = names::generate(attempt);
+            }
+            let row = ContainerRow {
+                id: id.to_string(),
+                name: name.clone(),
+                image_id: image_id.clone(),
+                snapshot: id.to_string(),
+                spec: spec_json.clone(),
+                state: state.clone(),
+                created: now,
+            };
+            let inserted = self.meta().write(|tx| {
+                if let Some(other) = rows::get_by_name(tx, &row.name)? {
+                    return Ok(Err(other.id));
+                }
+                leases::add_resource(tx, lease.id(), "container", id)?;
+                leases::add_resource(tx, lease.id(), "snapshot", id)?;
+                rows::insert(tx, &row)?;
+                Ok(Ok(()))
+            })?;
+            match inserted {
+                Ok(()) => break,
+                Err(_) if generated && attempt < 10 => attempt += 1,
+                Err(other) => {
+                    return Err(EngineError::Conflict(format!(
+                        "Conflict. The container name \"/{name}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+                    )));
+                }
+            }
+        }
+        self.snapshotter()
+            .prepare(id, Some(&top.to_string()), Labels::new())?;
+        let dir = self.container_dir(id);
+        carrel_core::fs::create_dir_mode(&dir, 0o710)
+            .map_err(|e| EngineError::io("creating container directory", &dir, e))?;
+        Ok(())
+    }
+
+    /// Remove every trace of a container: record first, then writable layer, then directory.
+    /// Missing pieces are fine (used to roll back a failed create and to finish a removal).
+    pub(crate) fn discard_container(&self, id: &str) -> Result<()> {
+        self.meta().write(|tx| {
+            rows::delete(tx, id)?;
+            Ok(())
+        })?;
+        match self.snapshotter().remove(id) {
+            Ok(()) | Err(carrel_storage::StorageError::SnapshotNotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let dir = self.container_dir(id);
+        carrel_core::fs::remove_all(&dir)
+            .map_err(|e| EngineError::io("removing container directory", &dir, e))?;
+        Ok(())
+    }
+
+    /// `carrel rm`: remove a container (a running one only with `force`, which kills it first).
+    /// With `volumes`, its anonymous volumes go too.
+    pub fn container_remove(&self, name_or_id: &str, force: bool, volumes: bool) -> Result<()> {
+        let c = self.resolve_container(name_or_id)?;
+        if c.is_running() {
+            if !force {
+                return Err(EngineError::Conflict(format!(
+                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                    c.name
+                )));
+            }
+            self.kill_for_removal(&c)?;
+        }
+        let _ = volumes;
+        let lease = self.lease("container remove")?;
+        self.meta()
+            .write(|tx| leases::add_resource(tx, lease.id(), "container", &c.id))?;
+        let result = self.discard_container(&c.id);
+        lease.release(self.meta())?;
+        result
+    }
+
+    /// `carrel rename`.
+    pub fn container_rename(&self, name_or_id: &str, new_name: &str) -> Result<()> {
+        let c = self.resolve_container(name_or_id)?;
+        let new_name = new_name.strip_prefix('/').unwrap_or(new_name);
+        if !names::is_valid(new_name) {
+            return Err(EngineError::InvalidArgument(format!(
+                "Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        if new_name == c.name {
+            return Err(EngineError::InvalidArgument(
+                "Renaming a container with the same name as its current name".into(),
+            ));
+        }
+        let clash = self.meta().write(|tx| {
+            if let Some(other) = rows::get_by_name(tx, new_name)? {
+                return Ok(Some(other.id));
+            }
+            rows::rename(tx, &c.id, new_name)?;
+            Ok(None)
+        })?;
+        if let Some(other) = clash {
+            return Err(EngineError::Conflict(format!(
+                "Conflict. The container name \"/{new_name}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
+            )));
+        }
+        Ok(())
+    }
+
+    /// Containers created from an image (for image removal).
+    pub(crate) fn containers_using_image(
+        &self,
+        id: &Digest,
+    ) -> Result<Vec<crate::images::ImageUser>> {
+        let ids = self.meta().read(|c| rows::using_image(c, id))?;
+        let mut out = Vec::new();
+        for cid in ids {
+            if let Ok(c) = self.resolve_container(&cid) {
+                out.push(crate::images::ImageUser {
+                    running: c.is_running(),
+                    id: c.id,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writable-layer snapshot keys of all containers (roots for garbage collection).
+    pub(crate) fn container_snapshot_keys(&self) -> Result<Vec<String>> {
+        Ok(self
+            .meta()
+            .read(rows::list)?
+            .into_iter()
+            .map(|r| r.snapshot)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_follows_docker() {
+        let image = RunConfig {
+            env: Some(vec!["PATH=/bin".into(), "A=1".into()]),
+            cmd: Some(vec!["sh".into()]),
+            working_dir: "/w".into(),
+            user: "nobody".into(),
+            ..Default::default()
+        };
+        let mut c = Config {
+            env: Some(vec!["A=2".into(), "B=3".into()]),
+            ..Default::default()
+        };
+        merge_image_config(&mut c, &image);
+        assert_eq!(c.env.unwrap(), vec!["PATH=/bin", "A=2", "B=3"]);
+        assert_eq!(c.cmd.unwrap(), vec!["sh"]);
+        assert_eq!(c.working_dir, "/w");
+        assert_eq!(c.user, "nobody");
+
+        // A user entrypoint drops the image's cmd.
+        let mut c = Config {
+            entrypoint: Some(vec!["echo".into()]),
+            ..Default::default()
+        };
+        merge_image_config(&mut c, &image);
+        assert!(c.cmd.is_none());
+    }
+
+    #[test]
+    fn status_texts() {
+        let mut s = State::default();
+        assert_eq!(status_text(&s), "Created");
+        s.status = Status::Exited;
+        s.exit_code = 3;
+        s.finished_at = carrel_meta::now_nanos();
+        assert_eq!(status_text(&s), "Exited (3) Less than a second ago");
+        s.status = Status::Running;
+        s.started_at = carrel_meta::now_nanos() - 5_000_000_000;
+        assert_eq!(status_text(&s), "Up 5 seconds");
+        assert_eq!(inspect_time(0), "0001-01-01T00:00:00Z");
+    }
+}
