@@ -517,6 +517,24 @@ impl Extractor<'_> {
         sys::remove_tree_at(parent, name).map_err(fs_err(raw, "remove existing entry"))
     }
 
+    /// Create something at `name`; when the name is taken, remove what is there (never following
+    /// it) and try once more. (Trying first saves a syscall per entry in the common case.)
+    fn create_replacing<T>(
+        &self,
+        raw: &[u8],
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        op: &'static str,
+        mut create: impl FnMut() -> rustix::io::Result<T>,
+    ) -> Result<T, ArchiveError> {
+        match create() {
+            Err(rustix::io::Errno::EXIST) => {}
+            r => return r.map_err(|e| fs_err(raw, op)(errno(e))),
+        }
+        self.clear(raw, parent, name)?;
+        create().map_err(|e| fs_err(raw, op)(errno(e)))
+    }
+
     fn chown_fd(&self, raw: &[u8], fd: BorrowedFd<'_>, e: &Entry) -> Result<(), ArchiveError> {
         if self.opts.preserve_ownership {
             rfs::fchown(fd, Some(Uid::from_raw(e.uid)), Some(Gid::from_raw(e.gid)))
@@ -618,21 +636,36 @@ impl Extractor<'_> {
         name: &OsStr,
         e: &Entry,
     ) -> Result<(), ArchiveError> {
-        let existing = lstat_at(parent, name).map_err(fs_err(raw, "stat"))?;
-        if !existing
-            .as_ref()
-            .is_some_and(|st| file_type(st) == FileType::Directory)
-        {
-            if existing.is_some() {
-                self.clear(raw, parent, name)?;
+        let mkdir = || rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700));
+        let existing = match mkdir() {
+            Ok(()) => None,
+            Err(rustix::io::Errno::EXIST) => {
+                let st = lstat_at(parent, name).map_err(fs_err(raw, "stat"))?;
+                if !st
+                    .as_ref()
+                    .is_some_and(|st| file_type(st) == FileType::Directory)
+                {
+                    self.clear(raw, parent, name)?;
+                    mkdir().map_err(|er| fs_err(raw, "mkdir")(errno(er)))?;
+                }
+                st
             }
-            rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
-                .map_err(|er| fs_err(raw, "mkdir")(errno(er)))?;
-        }
+            Err(er) => return Err(fs_err(raw, "mkdir")(errno(er))),
+        };
         let fd = rfs::openat(parent, name, DIR_NOFOLLOW, Mode::empty())
             .map_err(|er| fs_err(raw, "open directory")(errno(er)))?;
         self.chown_fd(raw, fd.as_fd(), e)?;
         self.set_xattrs(raw, XattrTarget::Fd(fd.as_fd()), &e.xattrs)?;
+        // `.wh.x` then `x/` in one layer: the new directory replaces the lower one, so in an
+        // overlay upper dir it must hide the lower contents (opaque), as a naive apply does.
+        if self.opts.whiteouts == WhiteoutFormat::Overlay
+            && existing
+                .as_ref()
+                .is_some_and(|st| file_type(st) == FileType::CharacterDevice && st.st_rdev == 0)
+        {
+            sys::set_xattr(XattrTarget::Fd(fd.as_fd()), b"trusted.overlay.opaque", b"y")
+                .map_err(fs_err(raw, "set opaque xattr"))?;
+        }
         let st = rfs::fstat(&fd).map_err(|er| fs_err(raw, "stat")(errno(er)))?;
         self.defer_dir(clean, &st, e);
         Ok(())
@@ -646,14 +679,14 @@ impl Extractor<'_> {
         e: &Entry,
         rd: &mut TarReader<R>,
     ) -> Result<(), ArchiveError> {
-        self.clear(raw, parent, name)?;
-        let fd = rfs::openat(
-            parent,
-            name,
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(|er| fs_err(raw, "create file")(errno(er)))?;
+        let fd = self.create_replacing(raw, parent, name, "create file", || {
+            rfs::openat(
+                parent,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o600),
+            )
+        })?;
         let regions: Vec<(Option<u64>, u64)> = match &e.sparse {
             Some(regions) => regions.iter().map(|r| (Some(r.offset), r.len)).collect(),
             None => vec![(None, u64::MAX)],
@@ -714,10 +747,10 @@ impl Extractor<'_> {
                 limit: self.opts.limits.max_path_len as u64,
             });
         }
-        self.clear(raw, parent, name)?;
         // The target is content: it may point anywhere, it is only ever resolved in a root.
-        rfs::symlinkat(OsStr::from_bytes(&e.link), parent, name)
-            .map_err(|er| fs_err(raw, "symlink")(errno(er)))?;
+        self.create_replacing(raw, parent, name, "symlink", || {
+            rfs::symlinkat(OsStr::from_bytes(&e.link), parent, name)
+        })?;
         self.chown_at(raw, parent, name, e.uid, e.gid)?;
         self.set_xattrs(raw, XattrTarget::At(parent, name), &e.xattrs)?;
         rfs::utimensat(parent, name, &times_of(e), AtFlags::SYMLINK_NOFOLLOW)
@@ -777,9 +810,9 @@ impl Extractor<'_> {
         {
             return Ok(());
         }
-        self.clear(raw, parent, name)?;
-        rfs::linkat(tparent.as_fd(), tname, parent, name, AtFlags::empty())
-            .map_err(|er| fs_err(raw, "hardlink")(errno(er)))?;
+        self.create_replacing(raw, parent, name, "hardlink", || {
+            rfs::linkat(tparent.as_fd(), tname, parent, name, AtFlags::empty())
+        })?;
         // Metadata belongs to the shared inode and came with the target's own entry.
         Ok(())
     }
@@ -812,9 +845,9 @@ impl Extractor<'_> {
             }
             dev = rfs::makedev(e.dev_major, e.dev_minor);
         }
-        self.clear(raw, parent, name)?;
-        rfs::mknodat(parent, name, ft, Mode::from_raw_mode(e.mode & 0o777), dev)
-            .map_err(|er| fs_err(raw, "mknod")(errno(er)))?;
+        self.create_replacing(raw, parent, name, "mknod", || {
+            rfs::mknodat(parent, name, ft, Mode::from_raw_mode(e.mode & 0o777), dev)
+        })?;
         self.chown_at(raw, parent, name, e.uid, e.gid)?;
         self.set_xattrs(raw, XattrTarget::At(parent, name), &e.xattrs)?;
         sys::lchmod_at(parent, name, e.mode).map_err(fs_err(raw, "chmod"))?;

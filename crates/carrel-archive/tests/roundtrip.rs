@@ -780,3 +780,24 @@ fn layer_stack_through_carrel_writer_matches_a_plain_copy() {
     assert!(!b.join("d/file").exists());
     assert_eq!(fs::metadata(b.join("d/hard")).unwrap().nlink(), 1);
 }
+
+#[test]
+fn overlay_whiteout_then_directory_becomes_opaque() {
+    let t = tmp();
+    let upper = t.path().join("upper");
+    fs::create_dir(&upper).unwrap();
+    let tar = Tar::new()
+        .file(".wh.x", "")
+        .dir("x/", 0o755)
+        .file("x/new", "n")
+        .dir("plain/", 0o755)
+        .finish();
+    apply_layer(&upper, &tar[..], &overlay()).unwrap();
+    assert!(fs::symlink_metadata(upper.join("x")).unwrap().is_dir());
+    let x = common::xattrs_of(&upper.join("x"));
+    assert_eq!(
+        x.get(&b"trusted.overlay.opaque"[..]).map(|v| &v[..]),
+        Some(&b"y"[..])
+    );
+    assert!(common::xattrs_of(&upper.join("plain")).is_empty());
+}
