@@ -8,7 +8,11 @@
 pub mod inspect;
 pub mod lifecycle;
 pub mod list;
+pub mod monitor;
 pub mod names;
+pub mod runtime;
+pub mod spec;
+pub mod tty;
 pub mod types;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,565 @@
+//! The client side of the monitor: spawn it, learn that the container started (or why not),
+//! attach to its streams, stop and kill it, wait for it, repair after a dead monitor, and run
+//! extra processes in the container (`exec`).
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use carrel_core::fs::FileLock;
+use carrel_mount::{KernelMounter, Mounter};
+use rustix::event::{PollFd, PollFlags, poll};
+
+use super::proto::{self, StartError, Started};
+use super::{ENV_ATTACH, ENV_SYNC_FD, EXIT_FILE, ExitInfo, LOCK_FILE, now_nanos, read_exit};
+use crate::containers::runtime::{ExecOptions, RunError, Runtime, exit_code_of};
+use crate::containers::spec::RunPlan;
+use crate::containers::tty::{self, ConsoleSocket};
+
+/// What the container's streams delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Standard output bytes (all output with a terminal).
+    Stdout(Vec<u8>),
+    /// Standard error bytes.
+    Stderr(Vec<u8>),
+    /// The container started.
+    Started(Started),
+    /// It could not be started.
+    Failed(StartError),
+    /// It ended and the exit is recorded.
+    Exit(ExitInfo),
+}
+
+/// A connection to a container's monitor: its sync socket or an attach connection.
+#[derive(Debug)]
+pub struct AttachStream {
+    stream: UnixStream,
+}
+
+impl AttachStream {
+    /// Wrap a connected stream.
+    pub fn new(stream: UnixStream) -> AttachStream {
+        AttachStream { stream }
+    }
+
+    /// The next event; `Ok(None)` when the monitor closed the stream.
+    pub fn next_event(&mut self) -> io::Result<Option<Event>> {
+        let Some((kind, payload)) = proto::read_frame(&mut self.stream)? else {
+            return Ok(None);
+        };
+        let bad = |e: serde_json::Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        Ok(Some(match kind {
+            proto::STDOUT => Event::Stdout(payload),
+            proto::STDERR => Event::Stderr(payload),
+            proto::STARTED => Event::Started(serde_json::from_slice(&payload).map_err(bad)?),
+            proto::ERROR => Event::Failed(serde_json::from_slice(&payload).map_err(bad)?),
+            proto::EXIT => Event::Exit(serde_json::from_slice(&payload).map_err(bad)?),
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("unknown monitor frame kind {other}"),
+                ));
+            }
+        }))
+    }
+
+    /// Send bytes to the container's stdin.
+    pub fn send_stdin(&mut self, data: &[u8]) -> io::Result<()> {
+        proto::write_frame(&mut self.stream, proto::STDIN, data)
+    }
+
+    /// Close the container's stdin (after what was sent before).
+    pub fn close_stdin(&mut self) -> io::Result<()> {
+        proto::write_frame(&mut self.stream, proto::STDIN_CLOSE, &[])
+    }
+
+    /// Resize the container's terminal.
+    pub fn resize(&mut self, rows: u16, cols: u16) -> io::Result<()> {
+        let mut p = rows.to_be_bytes().to_vec();
+        p.extend_from_slice(&cols.to_be_bytes());
+        proto::write_frame(&mut self.stream, proto::RESIZE, &p)
+    }
+
+    /// A second handle on the same connection (e.g. one thread writes stdin, one reads).
+    pub fn try_clone(&self) -> io::Result<AttachStream> {
+        Ok(AttachStream {
+            stream: self.stream.try_clone()?,
+        })
+    }
+
+    /// The underlying socket.
+    pub fn socket(&self) -> &UnixStream {
+        &self.stream
+    }
+
+    /// Copy the container's output to `stdout`/`stderr` until it exits (returning its exit) or
+    /// the monitor goes away (`None`). With `stdin`, a thread copies it to the container and
+    /// closes the container's stdin at its end.
+    pub fn pump(
+        &mut self,
+        stdin: Option<Box<dyn Read + Send>>,
+        stdout: &mut dyn Write,
+        stderr: &mut dyn Write,
+    ) -> io::Result<Option<ExitInfo>> {
+        if let Some(mut input) = stdin {
+            let mut w = self.try_clone()?;
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    match input.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if w.send_stdin(&buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = w.close_stdin();
+            });
+        }
+        loop {
+            match self.next_event()? {
+                None => return Ok(None),
+                Some(Event::Stdout(d)) => {
+                    stdout.write_all(&d)?;
+                    stdout.flush()?;
+                }
+                Some(Event::Stderr(d)) => {
+                    stderr.write_all(&d)?;
+                    stderr.flush()?;
+                }
+                Some(Event::Exit(e)) => return Ok(Some(e)),
+                Some(_) => {}
+            }
+        }
+    }
+}
+
+/// Connect to a running container's attach socket (`<container dir>/attach.sock`).
+pub fn attach(dir: &Path) -> Result<AttachStream, RunError> {
+    let p = dir.join(super::ATTACH_SOCKET);
+    tty::connect_unix(&p)
+        .map(AttachStream::new)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ECONNREFUSED) => RunError::Conflict(
+                "You cannot attach to a stopped container, start it first".into(),
+            ),
+            _ => RunError::io("connecting to", p, e),
+        })
+}
+
+/// A spawned monitor whose container started.
+#[derive(Debug)]
+pub struct MonitorHandle {
+    /// What the monitor reported.
+    pub started: Started,
+    /// The sync connection: carries the output (when spawned with `attach`) and the exit.
+    pub stream: AttachStream,
+}
+
+impl MonitorHandle {
+    /// Wait for the container to end, discarding output; `None` if the monitor went away
+    /// without reporting (killed).
+    pub fn wait_exit(mut self) -> Result<Option<ExitInfo>, RunError> {
+        loop {
+            match self.stream.next_event() {
+                Ok(Some(Event::Exit(e))) => return Ok(Some(e)),
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
+                Err(e) => return Err(RunError::Internal(format!("reading from the monitor: {e}"))),
+            }
+        }
+    }
+}
+
+/// Spawn a monitor with `cmd` (the `carrel` binary's hidden `container-monitor` command for the
+/// container, or any program calling [`super::run_monitor`] with
+/// [`super::MonitorOptions::from_env`]) and wait until it reports that the container runs, or
+/// why it could not start (a [`RunError::Runtime`] keeps Docker's exit code). With `attach`, the
+/// returned handle's stream also carries the container's output from its first byte, and
+/// accepts stdin and resizes.
+///
+/// The monitor detaches itself (new session, not a child of the caller once it forked), its
+/// stdio go to `/dev/null`, and killing the caller does not affect it.
+pub fn spawn_monitor(mut cmd: Command, attach: bool) -> Result<MonitorHandle, RunError> {
+    let (ours, theirs) = UnixStream::pair().map_err(|e| RunError::io("socketpair", "", e))?;
+    let their_fd = theirs.as_raw_fd();
+    const CHILD_FD: i32 = 3;
+    cmd.env(ENV_SYNC_FD, CHILD_FD.to_string())
+        .env(ENV_ATTACH, if attach { "1" } else { "0" })
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls (dup2, fcntl, setsid) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if their_fd == CHILD_FD {
+                let flags = libc::fcntl(CHILD_FD, libc::F_GETFD);
+                libc::fcntl(CHILD_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(their_fd, CHILD_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RunError::io("spawning the container monitor", cmd.get_program(), e))?;
+    drop(theirs);
+    // The monitor forks into the background at once; reap the parent half.
+    let _ = child.wait();
+    let mut stream = AttachStream::new(ours);
+    loop {
+        match stream.next_event() {
+            Ok(Some(Event::Started(started))) => return Ok(MonitorHandle { started, stream }),
+            Ok(Some(Event::Failed(f))) => {
+                return Err(if f.op.is_empty() {
+                    RunError::Internal(f.message)
+                } else {
+                    let prefix = format!("OCI runtime {} failed: ", f.op);
+                    RunError::Runtime {
+                        message: f
+                            .message
+                            .strip_prefix(&prefix)
+                            .unwrap_or(&f.message)
+                            .to_string(),
+                        op: f.op,
+                        exit_code: f.exit_code,
+                    }
+                });
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                return Err(RunError::Internal(
+                    "the container monitor exited before the container started (see the log with --log-level debug)".into(),
+                ));
+            }
+        }
+    }
+}
+
+/// Whether the monitor of the container directory `dir` is alive (holds its lock).
+pub fn monitor_alive(dir: &Path) -> bool {
+    if !dir.join(LOCK_FILE).exists() {
+        return false;
+    }
+    matches!(FileLock::try_lock(&dir.join(LOCK_FILE)), Ok(None))
+}
+
+/// Wait until the monitor of `dir` has ended (its exit recorded), at most `timeout` (`None`:
+/// forever). Returns whether it ended.
+pub fn wait_monitor(dir: &Path, timeout: Option<Duration>) -> bool {
+    let lock = dir.join(LOCK_FILE);
+    if timeout.is_none() {
+        if !lock.exists() {
+            return true;
+        }
+        // A shared lock is granted once the monitor's exclusive one is gone.
+        return FileLock::lock_shared(&lock).is_ok();
+    }
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if !monitor_alive(dir) {
+            return true;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Send `signal` to the container's init (`kill` / the first step of `stop`). A container that
+/// is not running is a conflict error in Docker's words.
+pub fn kill(runtime: &Runtime, id: &str, signal: i32) -> Result<(), RunError> {
+    match runtime.state(id)? {
+        Some(s) if matches!(s.status.as_str(), "running" | "created" | "paused") => {
+            runtime.kill(id, signal, false)
+        }
+        _ => Err(RunError::Conflict(format!("container {id} is not running"))),
+    }
+}
+
+fn pidfd_wait(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let ts = rustix::event::Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: timeout.subsec_nanos() as i64,
+    };
+    matches!(poll(&mut fds, Some(&ts)), Ok(n) if n > 0)
+}
+
+/// Docker's `stop`: send `signal` (the container's stop signal), wait up to `timeout` for the
+/// process to end, then SIGKILL it; finally wait (bounded) for the monitor in `dir` to record
+/// the exit. A container that does not run is not an error. Returns whether SIGKILL was needed.
+pub fn stop(
+    runtime: &Runtime,
+    id: &str,
+    dir: &Path,
+    signal: i32,
+    timeout: Duration,
+) -> Result<bool, RunError> {
+    let state = match runtime.state(id)? {
+        Some(s) if s.status != "stopped" && s.pid > 0 => s,
+        _ => {
+            wait_monitor(dir, Some(Duration::from_secs(10)));
+            return Ok(false);
+        }
+    };
+    let pidfd = rustix::process::Pid::from_raw(state.pid)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok());
+    let mut killed = false;
+    if signal != libc::SIGKILL {
+        match runtime.kill(id, signal, false) {
+            Ok(()) | Err(RunError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let ended = match &pidfd {
+        Some(p) if signal != libc::SIGKILL => pidfd_wait(p, timeout),
+        Some(_) => false,
+        None => true,
+    };
+    if !ended {
+        tracing::debug!(id, "container did not stop in time; killing it");
+        killed = true;
+        match runtime.kill(id, libc::SIGKILL, false) {
+            Ok(()) | Err(RunError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(p) = &pidfd
+            && !pidfd_wait(p, Duration::from_secs(10))
+        {
+            return Err(RunError::Timeout(format!(
+                "container {id} did not exit within 10 seconds of SIGKILL"
+            )));
+        }
+    }
+    if !wait_monitor(dir, Some(Duration::from_secs(10))) {
+        return Err(RunError::Timeout(format!(
+            "the monitor of container {id} did not record its exit in time"
+        )));
+    }
+    Ok(killed)
+}
+
+/// What [`recover`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// The monitor is alive: nothing to repair.
+    MonitorAlive,
+    /// The monitor is gone and left nothing behind (it recorded the exit, or never ran).
+    Clean(Option<ExitInfo>),
+    /// The monitor died without finishing: the container was killed and deleted from the
+    /// runtime, its mounts released; the exit is the recorded one or 137.
+    Repaired(ExitInfo),
+}
+
+/// Repair a container whose monitor may have died: `dir` is the container directory (its
+/// `plan.json` says which runtime and root). Cheap when there is nothing to do (a lock attempt
+/// and a file read). The store calls it for containers it believes running when opening or
+/// inspecting them, and records the returned exit.
+pub fn recover(dir: &Path) -> Result<Recovery, RunError> {
+    let lock_path = dir.join(LOCK_FILE);
+    let _lock = match FileLock::try_lock(&lock_path) {
+        Ok(Some(l)) => l,
+        Ok(None) => return Ok(Recovery::MonitorAlive),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Recovery::Clean(None)),
+        Err(e) => return Err(RunError::io("locking", lock_path, e)),
+    };
+    let plan = match RunPlan::load(dir) {
+        Ok(p) => p,
+        Err(_) => return Ok(Recovery::Clean(read_exit(dir))),
+    };
+    let recorded = read_exit(dir);
+    let started = super::read_started(dir);
+    let mounts = carrel_mount::mountinfo::mounts_under(&plan.rootfs).unwrap_or_default();
+    // A monitor that finished wrote exit.json after unmounting; one that never started a
+    // container wrote no monitor.json.
+    if mounts.is_empty() && (recorded.is_some() || started.is_none()) {
+        return Ok(Recovery::Clean(recorded));
+    }
+    let rt = &plan.runtime;
+    if let Ok(Some(state)) = rt.state(&plan.id) {
+        if state.status != "stopped" {
+            let _ = rt.kill(&plan.id, libc::SIGKILL, true);
+            if let Some(p) = rustix::process::Pid::from_raw(state.pid)
+                && let Ok(fd) = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())
+            {
+                pidfd_wait(&fd, Duration::from_secs(10));
+            }
+        }
+        rt.delete(&plan.id, true)?;
+    }
+    let m = KernelMounter::new();
+    for mi in carrel_mount::mountinfo::mounts_under(&plan.rootfs)
+        .map_err(RunError::Mount)?
+        .iter()
+        .chain(
+            carrel_mount::mountinfo::mounts_under(dir)
+                .map_err(RunError::Mount)?
+                .iter(),
+        )
+    {
+        if let Err(e) = m.unmount(&mi.mount_point, false) {
+            tracing::debug!(error = %e, "unmount failed; detaching");
+            m.unmount(&mi.mount_point, true)?;
+        }
+    }
+    let _ = std::fs::remove_file(dir.join(super::ATTACH_SOCKET));
+    let exit = recorded.unwrap_or(ExitInfo {
+        exit_code: 137,
+        oom_killed: false,
+        started_at: started.map(|s| s.started_at).unwrap_or(0),
+        finished_at: now_nanos(),
+        error: String::new(),
+    });
+    let data = serde_json::to_vec(&exit).map_err(|e| RunError::Internal(e.to_string()))?;
+    carrel_core::fs::atomic_write(dir, EXIT_FILE, &data, 0o600)
+        .map_err(|e| RunError::io("writing", dir.join(EXIT_FILE), e))?;
+    Ok(Recovery::Repaired(exit))
+}
+
+/// A process to run in a running container (`exec`).
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    /// Command and arguments.
+    pub args: Vec<String>,
+    /// Extra environment (`-e`), added to the container's.
+    pub env: Vec<String>,
+    /// User (`None`: the container's).
+    pub user: Option<crate::containers::spec::ResolvedUser>,
+    /// Working directory (empty: the container's).
+    pub cwd: String,
+    /// Allocate a terminal.
+    pub tty: bool,
+}
+
+/// The OCI process for `req` in the container of `plan`, with the container's capabilities,
+/// environment and user as defaults.
+pub fn exec_process(
+    plan: &RunPlan,
+    req: &ExecRequest,
+) -> Result<oci_spec::runtime::Process, RunError> {
+    let mut base = plan.clone();
+    base.args = req.args.clone();
+    base.tty = req.tty;
+    base.console_size = (0, 0);
+    for kv in &req.env {
+        let key = kv.split('=').next().unwrap_or("");
+        base.env.retain(|e| e.split('=').next() != Some(key));
+        base.env.push(kv.clone());
+    }
+    if let Some(u) = &req.user {
+        base.user = u.clone();
+    }
+    if !req.cwd.is_empty() {
+        base.cwd = req.cwd.clone();
+    }
+    let spec = crate::containers::spec::oci_spec(&base)?;
+    spec.process()
+        .clone()
+        .ok_or_else(|| RunError::Internal("spec without process".into()))
+}
+
+/// `exec` without a terminal: the process's stdio are the given ones (e.g. the caller's);
+/// returns its exit code. A process that cannot be started is Docker's `OCI runtime exec
+/// failed` error (exit code 126 or 127).
+pub fn exec(
+    plan: &RunPlan,
+    req: &ExecRequest,
+    stdio: (Stdio, Stdio, Stdio),
+) -> Result<i32, RunError> {
+    let process = exec_process(plan, req)?;
+    plan.runtime.exec(
+        &plan.id,
+        &plan.bundle,
+        &process,
+        &ExecOptions::default(),
+        stdio,
+    )
+}
+
+/// `exec -t`: run the process on a new terminal and relay it to `input`/`output` (normally the
+/// caller's terminal, which the caller puts in raw mode with [`tty::RawMode`]); resizes of an
+/// `input` terminal are forwarded. Returns the process's exit code.
+pub fn exec_tty(
+    plan: &RunPlan,
+    req: &ExecRequest,
+    input: Option<std::os::fd::BorrowedFd<'_>>,
+    output: std::os::fd::BorrowedFd<'_>,
+) -> Result<i32, RunError> {
+    let mut req = req.clone();
+    req.tty = true;
+    let process = exec_process(plan, &req)?;
+    let name = format!("exec-{}.sock", std::process::id());
+    let console = ConsoleSocket::bind(&plan.bundle, &name)?;
+    let opts = ExecOptions {
+        tty: true,
+        console_socket: Some(console.path.clone()),
+        ..Default::default()
+    };
+    let mut cmd = plan
+        .runtime
+        .exec_command(&plan.id, &plan.bundle, &process, &opts)?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RunError::io("running", &plan.runtime.path, e))?;
+    let master = console.receive_master(Duration::from_secs(60), || {
+        matches!(child.try_wait(), Ok(None))
+    });
+    let master = match master {
+        Ok(m) => m,
+        Err(e) => {
+            let status = child
+                .wait()
+                .map_err(|e| RunError::io("running", &plan.runtime.path, e))?;
+            plan.runtime.finish_exec(&cmd, status)?;
+            return Err(e);
+        }
+    };
+    let mut status = None;
+    let relayed = tty::relay(master.as_fd(), input, output, || {
+        if status.is_none()
+            && let Ok(Some(s)) = child.try_wait()
+        {
+            status = Some(s);
+        }
+        status.is_some()
+    });
+    drop(master);
+    let status = match status {
+        Some(s) => s,
+        None => child
+            .wait()
+            .map_err(|e| RunError::io("running", &plan.runtime.path, e))?,
+    };
+    relayed.map_err(|e| RunError::io("relaying the terminal of", &plan.bundle, e))?;
+    let code = plan.runtime.finish_exec(&cmd, status)?;
+    Ok(code)
+}
+
+/// The exit code of a finished `std::process` child as a shell reports it.
+pub fn status_code(status: std::process::ExitStatus) -> i32 {
+    exit_code_of(status)
+}
+
+/// Kill every process of the container and delete it from the runtime (for `rm -f` of a
+/// container whose monitor is gone, and for test clean-up). Errors are ignored.
+pub fn force_delete(runtime: &Runtime, id: &str) {
+    let _ = runtime.kill(id, libc::SIGKILL, true);
+    let _ = runtime.delete(id, true);
+}
