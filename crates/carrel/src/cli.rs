@@ -78,6 +78,16 @@ pub enum Command {
     /// Manage the data root.
     #[command(subcommand)]
     System(SystemCommand),
+    /// Run a container's monitor (internal: carrel starts it for every running container).
+    #[command(hide = true)]
+    ContainerMonitor(ContainerMonitorArgs),
+}
+
+/// `carrel container-monitor` (hidden): the per-container monitor process.
+#[derive(Debug, Args)]
+pub struct ContainerMonitorArgs {
+    /// The full container id.
+    pub id: String,
 }
 
 /// `carrel image …`.

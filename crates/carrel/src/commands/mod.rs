@@ -1,6 +1,7 @@
 //! Command implementations: each parses nothing (clap did), calls the engine, and prints.
 
 mod images;
+mod monitor;
 mod system;
 
 use std::io::{BufRead, Write};
@@ -56,6 +57,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Rmi(a) => images::remove(&open(g)?, &a),
         Command::History(a) => images::history(&open(g)?, &a),
         Command::Inspect(a) => images::inspect(&open(g)?, &a),
+        Command::ContainerMonitor(a) => monitor::run(g, &a),
         Command::Info(a) => system::info(&open(g)?, &a),
         Command::System(c) => match c {
             SystemCommand::Info(a) => system::info(&open(g)?, &a),
