@@ -12,6 +12,8 @@
 //! Errors are [`ArchiveError`], mapped to [`carrel_core::ErrorKind`] through
 //! [`carrel_core::HasKind`].
 
+#![warn(missing_docs)]
+
 pub mod apply;
 mod compression;
 mod error;
