@@ -19,7 +19,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use carrel_core::fs::{Root, clean_absolute, clean_relative};
+use carrel_core::fs::{Root, clean_absolute, clean_relative, proc_fd_path};
 use carrel_core::{Digest, DigestWriter};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags};
 
@@ -295,7 +295,7 @@ impl<W: Write> Walker<W> {
                 names,
             });
         }
-        if let Some(fd) = self.emit(parent.as_fd(), &fname, &st, &name)? {
+        if let Some(fd) = self.emit(parent.as_fd(), &fname, &name)? {
             let names = sorted_names(fd.as_fd(), &name)?;
             self.walk(Frame {
                 fd,
@@ -351,13 +351,8 @@ impl<W: Write> Walker<W> {
                 continue;
             };
             let arch = [&top.prefix[..], name.as_bytes()].concat();
-            let st = match rfs::statat(&top.fd, &name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(rustix::io::Errno::NOENT) => continue,
-                Err(e) => return Err(tree_err(&arch, "stat")(errno(e))),
-            };
             let dirfd = top.fd.as_fd();
-            if let Some(fd) = self.emit(dirfd, &name, &st, &arch)? {
+            if let Some(fd) = self.emit(dirfd, &name, &arch)? {
                 let names = sorted_names(fd.as_fd(), &arch)?;
                 let mut prefix = arch;
                 prefix.push(b'/');
@@ -372,8 +367,12 @@ impl<W: Write> Walker<W> {
         let names = match target {
             XattrTarget::Fd(fd) => sys::list_xattrs_fd(fd),
             XattrTarget::At(dir, name) => sys::list_xattrs_at(dir, name),
-        }
-        .map_err(tree_err(shown, "list xattrs"))?;
+        };
+        let names = match names {
+            // Vanished from a live tree since it was pinned: nothing to read.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Vec::new(),
+            other => other.map_err(tree_err(shown, "list xattrs"))?,
+        };
         if self.overlay {
             for n in &names {
                 if n == b"trusted.overlay.redirect" || n == b"trusted.overlay.metacopy" {
@@ -395,8 +394,11 @@ impl<W: Write> Walker<W> {
             if is_private_xattr(&n) {
                 continue;
             }
-            if let Some(v) = sys::get_xattr(target, &n).map_err(tree_err(shown, "read xattr"))? {
-                out.push((n, v));
+            match sys::get_xattr(target, &n) {
+                Ok(Some(v)) => out.push((n, v)),
+                Ok(None) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(tree_err(shown, "read xattr")(e)),
             }
         }
         out.sort();
@@ -448,26 +450,43 @@ impl<W: Write> Walker<W> {
     }
 
     /// Write the entry for `name` in `dir`; returns the directory's descriptor to descend into.
+    ///
+    /// The object is first pinned with `O_PATH|O_NOFOLLOW` and everything (type, metadata, link
+    /// target) is read from that handle; directories and regular files are then opened for
+    /// reading through it (`/proc/self/fd/N`), so the bytes come from the inode that was checked.
+    /// A live tree that swaps in a symlink, a device or a fifo can never make carrel follow or
+    /// open it (opening some devices has side effects); what vanishes meanwhile is skipped.
     fn emit(
         &mut self,
         dir: BorrowedFd<'_>,
         name: &OsStr,
-        st: &rfs::Stat,
         arch: &[u8],
     ) -> Result<Option<OwnedFd>, ArchiveError> {
+        let pinned = match rfs::openat(
+            dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => {
+                tracing::debug!(path = %EntryName::from(arch), "vanished while archiving; skipped");
+                return Ok(None);
+            }
+            Err(e) => return Err(tree_err(arch, "open")(errno(e))),
+        };
+        let st = rfs::fstat(&pinned).map_err(|e| tree_err(arch, "stat")(errno(e)))?;
         let ft = FileType::from_raw_mode(st.st_mode);
+        let reopen = |flags: OFlags| {
+            rfs::open(
+                proc_fd_path(pinned.as_fd()),
+                flags | OFlags::NOCTTY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| tree_err(arch, "open")(errno(e)))
+        };
         if ft == FileType::Directory {
-            let fd = match rfs::openat(dir, name, DIR_NOFOLLOW, Mode::empty()) {
-                Ok(fd) => fd,
-                Err(rustix::io::Errno::NOENT)
-                | Err(rustix::io::Errno::NOTDIR)
-                | Err(rustix::io::Errno::LOOP) => {
-                    tracing::debug!(path = %EntryName::from(arch), "directory changed while archiving; skipped");
-                    return Ok(None);
-                }
-                Err(e) => return Err(tree_err(arch, "open directory")(errno(e))),
-            };
-            let st = rfs::fstat(&fd).map_err(|e| tree_err(arch, "stat")(errno(e)))?;
+            let fd = reopen(OFlags::RDONLY | OFlags::DIRECTORY)?;
             let xattrs = self.xattrs(XattrTarget::Fd(fd.as_fd()), arch)?;
             self.dir_header(arch, &st, &xattrs, fd.as_fd())?;
             return Ok(Some(fd));
@@ -499,36 +518,11 @@ impl<W: Write> Walker<W> {
                 })
                 .map(|()| None);
         }
-        // Regular files are opened first so that the header describes the bytes actually read.
-        let mut file = None;
-        let mut st = *st;
-        if ft == FileType::RegularFile {
-            match rfs::openat(
-                dir,
-                name,
-                OFlags::RDONLY
-                    | OFlags::NOFOLLOW
-                    | OFlags::NONBLOCK
-                    | OFlags::NOCTTY
-                    | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => {
-                    let fst = rfs::fstat(&fd).map_err(|e| tree_err(arch, "stat")(errno(e)))?;
-                    if FileType::from_raw_mode(fst.st_mode) != FileType::RegularFile {
-                        tracing::debug!(path = %EntryName::from(arch), "file changed type while archiving; skipped");
-                        return Ok(None);
-                    }
-                    st = fst;
-                    file = Some(fd);
-                }
-                Err(rustix::io::Errno::NOENT) | Err(rustix::io::Errno::LOOP) => {
-                    tracing::debug!(path = %EntryName::from(arch), "file vanished while archiving; skipped");
-                    return Ok(None);
-                }
-                Err(e) => return Err(tree_err(arch, "open")(errno(e))),
-            }
-        }
+        let file = if ft == FileType::RegularFile {
+            Some(reopen(OFlags::RDONLY)?)
+        } else {
+            None
+        };
         let key = (st.st_dev, st.st_ino);
         if st.st_nlink > 1 {
             if let Some(first) = self.links.get(&key).cloned() {
@@ -559,7 +553,8 @@ impl<W: Write> Walker<W> {
         let typeflag = match ft {
             FileType::RegularFile => b'0',
             FileType::Symlink => {
-                link = rfs::readlinkat(dir, name, Vec::new())
+                // The target of the pinned link itself (readlinkat with an empty path).
+                link = rfs::readlinkat(&pinned, "", Vec::new())
                     .map_err(|e| tree_err(arch, "readlink")(errno(e)))?
                     .into_bytes();
                 b'2'

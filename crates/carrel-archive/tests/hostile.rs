@@ -25,6 +25,7 @@
 //! - ST-26 diffID over the whole stream (the mismatch checks themselves are the importer's) → `st26_*`
 //! - ST-29 byte-exact odd names                                   → `st29_*`
 //! - ST-31 extraction racing a symlink swap (live tree, bounded)  → `st31_*`
+//! - ST-35 archiving a live tree that swaps files     → `st35_*`
 //!
 //! Not here: ST-27 (digest syntax) and ST-28 (docker-save structure) are about the importer, not
 //! tar extraction; the rootless and copy-out parts of ST-19 are the caller's (`create_devices`).
@@ -1426,5 +1427,65 @@ fn st31_extraction_racing_a_symlink_swap_stays_inside() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let swaps = swapper.join().unwrap();
     assert!(swaps > 0 && runs > 0);
+    fx.assert_unchanged();
+}
+
+// ---------------------------------------------------------------------------------------------
+// ST-35: archiving a live tree while it swaps files for symlinks and fifos
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn st35_archiving_a_live_tree_never_reads_outside() {
+    let mut fx = Fixture::new();
+    let secret = fx.canary().join("secret");
+    fs::write(&secret, b"TOP-SECRET-HOST-DATA").unwrap();
+    fx.resnapshot();
+    let root = fx.root.clone();
+    fs::write(root.join("f"), b"container data").unwrap();
+    fs::create_dir(root.join("d")).unwrap();
+    fs::write(root.join("d/inner"), b"inner").unwrap();
+    std::os::unix::fs::symlink(&secret, root.join("alt-link")).unwrap();
+    std::os::unix::fs::symlink(fx.canary(), root.join("alt-dir")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &root.join("alt-fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = {
+        let root = root.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let dir = rustix::fs::open(&root, rustix::fs::OFlags::PATH, rustix::fs::Mode::empty())
+                .unwrap();
+            let x = rustix::fs::RenameFlags::EXCHANGE;
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = rustix::fs::renameat_with(&dir, "f", &dir, "alt-link", x);
+                let _ = rustix::fs::renameat_with(&dir, "d", &dir, "alt-dir", x);
+                let _ = rustix::fs::renameat_with(&dir, "f", &dir, "alt-fifo", x);
+                n += 1;
+            }
+            n
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut runs = 0;
+    while Instant::now() < deadline && runs < 2000 {
+        let mut out = Vec::new();
+        carrel_archive::write_tree(&root, &mut out, &Default::default()).unwrap();
+        assert!(!out.windows(20).any(|w| w == b"TOP-SECRET-HOST-DATA"));
+        // Every output is a valid tar.
+        runs += 1;
+        let mut ar = tar::Archive::new(&out[..]);
+        for e in ar.entries().unwrap() {
+            e.unwrap();
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(swapper.join().unwrap() > 0 && runs > 0);
     fx.assert_unchanged();
 }

@@ -491,6 +491,11 @@ impl Fixture {
         }
     }
 
+    /// Take a new "before" snapshot (after a test added its own fixtures outside the root).
+    pub fn resnapshot(&mut self) {
+        self.before = self.snapshot();
+    }
+
     /// Wipe the root (between sub-cases, after `assert_unchanged`), recreate it empty and take a
     /// new "before" snapshot (recreating the root changes its parent's times).
     pub fn reset_root(&mut self) {
