@@ -1448,7 +1448,7 @@ fn st35_archiving_a_live_tree_never_reads_outside() {
     std::os::unix::fs::symlink(fx.canary(), root.join("alt-dir")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &root.join("alt-fifo"),
+        root.join("alt-fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o644),
         0,
