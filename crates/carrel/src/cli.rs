@@ -35,17 +35,11 @@ pub struct GlobalOptions {
         value_name = "NAME"
     )]
     pub storage_driver: Option<String>,
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(
-        short = 'l',
-        long,
-        global = true,
-        default_value = "warn",
-        value_name = "LEVEL"
-    )]
+    /// Log level: error, warn, info, debug or trace (give it before the command, as with docker).
+    #[arg(short = 'l', long, default_value = "warn", value_name = "LEVEL")]
     pub log_level: String,
-    /// Debug logging (same as --log-level debug).
-    #[arg(short = 'D', long, global = true)]
+    /// Debug logging (same as --log-level debug; before the command).
+    #[arg(short = 'D', long)]
     pub debug: bool,
 }
 
@@ -81,6 +75,22 @@ pub enum Command {
     /// Run a container's monitor (internal: carrel starts it for every running container).
     #[command(hide = true)]
     ContainerMonitor(ContainerMonitorArgs),
+    /// Create a new container.
+    #[command(disable_help_flag = true)]
+    Create(CreateArgs),
+    /// Create and run a new container from an image.
+    #[command(disable_help_flag = true)]
+    Run(RunArgs),
+    /// List containers.
+    #[command(visible_alias = "ls")]
+    Ps(PsArgs),
+    /// Remove one or more containers.
+    Rm(RmArgs),
+    /// Rename a container.
+    Rename(RenameArgs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(ContainerCommand),
 }
 
 /// `carrel container-monitor` (hidden): the per-container monitor process.
@@ -88,6 +98,217 @@ pub enum Command {
 pub struct ContainerMonitorArgs {
     /// The full container id.
     pub id: String,
+}
+
+/// `carrel container …`.
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// Create a new container.
+    #[command(disable_help_flag = true)]
+    Create(CreateArgs),
+    /// Create and run a new container from an image.
+    #[command(disable_help_flag = true)]
+    Run(RunArgs),
+    /// List containers.
+    #[command(visible_alias = "ps", visible_alias = "list")]
+    Ls(PsArgs),
+    /// Display detailed information on one or more containers.
+    Inspect(InspectArgs),
+    /// Remove one or more containers.
+    #[command(visible_alias = "remove")]
+    Rm(RmArgs),
+    /// Rename a container.
+    Rename(RenameArgs),
+    /// Remove all stopped containers.
+    Prune(ContainerPruneArgs),
+}
+
+/// Options shared by `create` and `run`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Assign a name to the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables (KEY=VALUE, or KEY to copy it from carrel's environment).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>]), resolved in the image's /etc/passwd
+    /// and /etc/group.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image (an empty string clears it).
+    #[arg(long, value_name = "COMMAND")]
+    pub entrypoint: Option<String>,
+    /// Container host name.
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// Container NIS domain name.
+    #[arg(long)]
+    pub domainname: Option<String>,
+    /// Mount the container's root filesystem as read only (mounts stay writable).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Network mode: none (default: only a loopback device) or host (share the host's network).
+    /// carrel does not create container networks, so bridge and user networks are refused.
+    #[arg(long, alias = "net", value_name = "MODE")]
+    pub network: Option<String>,
+    /// Automatically remove the container and its anonymous volumes when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep STDIN open even if not attached.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set meta data on a container (KEY=VALUE).
+    #[arg(short, long = "label", value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// OCI runtime to use for this container: a name (crun, runc) or a path.
+    #[arg(long, value_name = "NAME|PATH")]
+    pub runtime: Option<String>,
+    /// Signal to stop the container.
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container.
+    #[arg(long, value_name = "SECONDS")]
+    pub stop_timeout: Option<i64>,
+    /// Size of /dev/shm (e.g. 64m).
+    #[arg(long, value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// Additional groups to join.
+    #[arg(long = "group-add", value_name = "GROUP")]
+    pub group_add: Vec<String>,
+    /// Bind mount a volume (SOURCE:DEST[:OPTIONS]).
+    #[arg(short, long = "volume", value_name = "VOLUME")]
+    pub volume: Vec<String>,
+    /// Attach a filesystem mount to the container (type=bind|volume|tmpfs,...).
+    #[arg(long = "mount", value_name = "MOUNT")]
+    pub mount: Vec<String>,
+    /// Mount a tmpfs directory (PATH[:OPTIONS]).
+    #[arg(long = "tmpfs", value_name = "PATH")]
+    pub tmpfs: Vec<String>,
+    /// Mount volumes from the specified container(s) (CONTAINER[:ro|rw]).
+    #[arg(long = "volumes-from", value_name = "CONTAINER")]
+    pub volumes_from: Vec<String>,
+    /// Write the container ID to the file.
+    #[arg(long, value_name = "FILE")]
+    pub cidfile: Option<PathBuf>,
+    /// Restart policy (carrel has no daemon: only "no").
+    #[arg(long, value_name = "POLICY")]
+    pub restart: Option<String>,
+    /// Give extended privileges (not supported by carrel).
+    #[arg(long)]
+    pub privileged: bool,
+    /// Publish ports (not supported: carrel does not manage container networking).
+    #[arg(short, long = "publish", value_name = "PORT")]
+    pub publish: Vec<String>,
+    /// Pull image before running: carrel never pulls (only "never" and "missing" are accepted).
+    #[arg(long, value_name = "POLICY")]
+    pub pull: Option<String>,
+    /// Suppress the pull output (accepted for compatibility).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+    /// The image, then the command and its arguments (options after the image belong to the
+    /// command, as with docker).
+    #[arg(
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "IMAGE [COMMAND] [ARG...]"
+    )]
+    pub image_and_command: Vec<String>,
+}
+
+/// `carrel run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run the container in the background and print its ID.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Proxy received signals to the process (non-TTY mode only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub sig_proxy: bool,
+    /// Everything `create` takes.
+    #[command(flatten)]
+    pub create: CreateArgs,
+}
+
+/// `carrel ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Filter output based on conditions provided (id, name, label, status, exited, ancestor,
+    /// before, since, volume).
+    #[arg(short, long = "filter", value_name = "FILTER")]
+    pub filter: Vec<String>,
+    /// Format output using a custom template: 'table', 'table TEMPLATE', 'json', or a Go
+    /// template.
+    #[arg(long, default_value = "")]
+    pub format: String,
+    /// Show n last created containers (includes all states).
+    #[arg(short = 'n', long, default_value_t = -1)]
+    pub last: i64,
+    /// Show the latest created container (includes all states).
+    #[arg(short, long)]
+    pub latest: bool,
+    /// Don't truncate output.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only display container IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Display total file sizes.
+    #[arg(short, long)]
+    pub size: bool,
+}
+
+/// `carrel rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Containers to remove.
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub names: Vec<String>,
+    /// Force the removal of a running container (uses SIGKILL).
+    #[arg(short, long)]
+    pub force: bool,
+    /// Remove anonymous volumes associated with the container.
+    #[arg(short, long)]
+    pub volumes: bool,
+}
+
+/// `carrel rename`.
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    /// The container.
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+    /// Its new name.
+    #[arg(value_name = "NEW_NAME")]
+    pub new_name: String,
+}
+
+/// `carrel container prune`.
+#[derive(Debug, Args)]
+pub struct ContainerPruneArgs {
+    /// Provide filter values (label=KEY[=VALUE]).
+    #[arg(long = "filter", value_name = "FILTER")]
+    pub filter: Vec<String>,
+    /// Do not prompt for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 /// `carrel image …`.
@@ -153,7 +374,7 @@ pub struct InspectArgs {
     /// Format output using a custom template: 'json' or a Go template.
     #[arg(short, long, default_value = "")]
     pub format: String,
-    /// Only inspect objects of the given type (image).
+    /// Only inspect objects of the given type (container or image).
     #[arg(long = "type", value_name = "TYPE")]
     pub kind: Option<String>,
 }
@@ -295,4 +516,32 @@ pub struct CheckArgs {
     /// Roll back interrupted work, remove orphans and garbage, drop broken images.
     #[arg(long)]
     pub repair: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn options_after_the_image_belong_to_the_command() {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from([
+            "carrel", "run", "--rm", "-e", "A=1", "busybox", "ls", "-l", "--rm",
+        ])
+        .unwrap();
+        let super::Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert!(run.create.rm);
+        assert_eq!(run.create.env, vec!["A=1"]);
+        assert_eq!(
+            run.create.image_and_command,
+            vec!["busybox", "ls", "-l", "--rm"]
+        );
+    }
 }

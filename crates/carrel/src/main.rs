@@ -42,7 +42,10 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("Error: {}", one_line(&e));
+            // A command that already printed its errors only passes its exit status up.
+            if e.downcast_ref::<commands::ExitStatus>().is_none() {
+                eprintln!("Error: {}", one_line(&e));
+            }
             ExitCode::from(exit_code_of(&e))
         }
     }

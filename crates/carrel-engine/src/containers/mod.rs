@@ -169,11 +169,14 @@ fn merge_image_config(config: &mut Config, image: &RunConfig) {
     if config.working_dir.is_empty() {
         config.working_dir = image.working_dir.clone();
     }
-    let user_set_entrypoint = config.entrypoint.is_some();
-    if !user_set_entrypoint {
-        config.entrypoint = image.entrypoint.clone();
+    // Docker's rule: without a (non-empty) entrypoint of its own, the container takes the
+    // image's cmd when it has none, and the image's entrypoint unless it cleared it.
+    if config.entrypoint.as_ref().is_none_or(|e| e.is_empty()) {
         if config.cmd.as_ref().is_none_or(|c| c.is_empty()) {
             config.cmd = image.cmd.clone();
+        }
+        if config.entrypoint.is_none() {
+            config.entrypoint = image.entrypoint.clone();
         }
     }
     if let Some(vols) = &image.volumes {
@@ -223,6 +226,15 @@ fn normalize_host_config(hc: &mut HostConfig) -> Result<()> {
     if hc.privileged {
         return Err(EngineError::InvalidArgument(
             "--privileged is not supported by carrel".into(),
+        ));
+    }
+    let has_mounts = hc.binds.as_ref().is_some_and(|b| !b.is_empty())
+        || hc.mounts.as_ref().is_some_and(|m| !m.is_empty())
+        || hc.tmpfs.as_ref().is_some_and(|t| !t.is_empty())
+        || hc.volumes_from.as_ref().is_some_and(|v| !v.is_empty());
+    if has_mounts {
+        return Err(EngineError::InvalidArgument(
+            "volumes, bind mounts and tmpfs mounts are not supported by this carrel build yet".into(),
         ));
     }
     if hc.shm_size == 0 {
@@ -557,6 +569,13 @@ mod tests {
         };
         merge_image_config(&mut c, &image);
         assert!(c.cmd.is_none());
+        // A cleared entrypoint keeps the image's cmd.
+        let mut c = Config {
+            entrypoint: Some(vec![]),
+            ..Default::default()
+        };
+        merge_image_config(&mut c, &image);
+        assert_eq!(c.cmd.unwrap(), vec!["sh"]);
     }
 
     #[test]

@@ -135,27 +135,56 @@ pub fn list(engine: &Engine, a: &ImageListArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// `carrel image inspect` / `carrel inspect`.
-pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<u8> {
-    if let Some(kind) = &a.kind
-        && kind != "image"
+/// `carrel image inspect` (`kind` = image), `carrel container inspect` (`kind` = container) and
+/// `carrel inspect` (either: a container first, then an image, as Docker looks them up).
+pub fn inspect_objects(engine: &Engine, a: &InspectArgs, kind: Option<&str>) -> Result<u8> {
+    let kind = kind.or(a.kind.as_deref());
+    if let Some(k) = kind
+        && k != "image"
+        && k != "container"
     {
-        bail!("\"{kind}\" is not a valid value for --type");
+        bail!("\"{k}\" is not a valid value for --type");
     }
-    let mut found = Vec::new();
+    let mut found: Vec<serde_json::Value> = Vec::new();
     let mut failed = false;
     for name in &a.names {
-        match engine.image_inspect(name) {
-            Ok(i) => found.push(i),
+        let container = if kind != Some("image") {
+            engine
+                .container_inspect(name)
+                .map(|c| serde_json::to_value(c).unwrap_or_default())
+        } else {
+            Err(carrel_engine::EngineError::NotFound(String::new()))
+        };
+        let result = match container {
+            Ok(v) => Ok(v),
+            Err(ce) if kind == Some("container") => Err(ce),
+            Err(_) => engine
+                .image_inspect(name)
+                .map(|i| serde_json::to_value(i).unwrap_or_default()),
+        };
+        match result {
+            Ok(v) => found.push(v),
             Err(e) => {
-                eprintln!("Error: {e}");
+                let msg = match (kind, e.to_string().starts_with("No such")) {
+                    (None, true) => format!("No such object: {name}"),
+                    _ => e.to_string(),
+                };
+                eprintln!("Error: {msg}");
                 failed = true;
             }
         }
     }
     let text = render_inspect(&a.format, &found)?;
     std::io::stdout().lock().write_all(text.as_bytes())?;
-    Ok(if failed { 1 } else { 0 })
+    if failed {
+        return Err(ExitStatus(1).into());
+    }
+    Ok(0)
+}
+
+/// `carrel image inspect`.
+pub fn inspect(engine: &Engine, a: &InspectArgs) -> Result<u8> {
+    inspect_objects(engine, a, Some("image"))
 }
 
 /// `carrel rmi`.

@@ -1,5 +1,6 @@
 //! Command implementations: each parses nothing (clap did), calls the engine, and prints.
 
+mod containers;
 mod images;
 mod monitor;
 mod system;
@@ -10,7 +11,7 @@ use anyhow::Result;
 
 use carrel_engine::{Engine, EngineOptions};
 
-use crate::cli::{Cli, Command, GlobalOptions, ImageCommand, SystemCommand};
+use crate::cli::{Cli, Command, ContainerCommand, GlobalOptions, ImageCommand, SystemCommand};
 
 /// An explicit exit status for a command that already printed its errors.
 #[derive(Debug)]
@@ -56,7 +57,21 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Tag(a) => images::tag(&open(g)?, &a),
         Command::Rmi(a) => images::remove(&open(g)?, &a),
         Command::History(a) => images::history(&open(g)?, &a),
-        Command::Inspect(a) => images::inspect(&open(g)?, &a),
+        Command::Inspect(a) => images::inspect_objects(&open(g)?, &a, None),
+        Command::Create(a) => containers::create(&open(g)?, &a),
+        Command::Ps(a) => containers::ps(&open(g)?, &a),
+        Command::Rm(a) => containers::rm(&open(g)?, &a),
+        Command::Rename(a) => containers::rename(&open(g)?, &a),
+        Command::Run(_) => anyhow::bail!("run is not available in this build yet"),
+        Command::Container(c) => match c {
+            ContainerCommand::Create(a) => containers::create(&open(g)?, &a),
+            ContainerCommand::Run(_) => anyhow::bail!("run is not available in this build yet"),
+            ContainerCommand::Ls(a) => containers::ps(&open(g)?, &a),
+            ContainerCommand::Inspect(a) => containers::inspect(&open(g)?, &a),
+            ContainerCommand::Rm(a) => containers::rm(&open(g)?, &a),
+            ContainerCommand::Rename(a) => containers::rename(&open(g)?, &a),
+            ContainerCommand::Prune(a) => containers::prune(&open(g)?, &a),
+        },
         Command::ContainerMonitor(a) => monitor::run(g, &a),
         Command::Info(a) => system::info(&open(g)?, &a),
         Command::System(c) => match c {
