@@ -20,7 +20,8 @@
 //! - A-16  forged overlay xattrs refused                           → `a16_*`
 //! - ST-19 device numbers out of range, devices, fifos, setuid    → `st19_*`
 //! - ST-22 extension-header edge cases and resource limits → `st22_*`
-//! - ST-23 decompression bombs and pathological streams           → `st23_*`
+//! - ST-23 decompression bombs (byte limits, trailing-data limit, ENOSPC with the defaults),
+//!   zstd windows, many gzip members, huge declared and sparse sizes → `st23_*`
 //! - ST-24 truncated and corrupt archives                         → `st24_*`
 //! - ST-26 diffID over the whole stream (the mismatch checks themselves are the importer's) → `st26_*`
 //! - ST-29 byte-exact odd names                                   → `st29_*`
@@ -1487,5 +1488,40 @@ fn st35_archiving_a_live_tree_never_reads_outside() {
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(swapper.join().unwrap() > 0 && runs > 0);
+    fx.assert_unchanged();
+}
+
+/// Unmounts a test mount when dropped (also when the test fails).
+struct MountGuard(std::path::PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+    }
+}
+
+#[test]
+fn st23_gzip_bomb_with_default_limits_ends_in_a_clean_enospc() {
+    let fx = Fixture::new();
+    // A small filesystem stands in for a full disk: the bomb (64 MiB of zeros in one entry)
+    // is written until the kernel says ENOSPC, which is a clean, typed error.
+    let small = fx.root.join("small");
+    fs::create_dir(&small).unwrap();
+    rustix::mount::mount(
+        "tmpfs",
+        &small,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        c"size=4m",
+    )
+    .unwrap();
+    let _guard = MountGuard(small.clone());
+    let start = Instant::now();
+    let e = apply_compressed(&small, gzip_bomb(64 << 20), &naive()).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(matches!(e, ArchiveError::Fs { .. }), "{e}");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.to_string().contains("\"bomb\""), "{e}");
+    drop(_guard);
     fx.assert_unchanged();
 }
