@@ -966,19 +966,16 @@ impl<R: BufRead> TarReader<R> {
         if self.remaining == 0 {
             return Ok(&[]);
         }
+        let (pos, limit, remaining) = (self.pos, self.stream_limit, self.remaining);
+        // Retry interrupted reads first; the second call only returns what is buffered (or EOF).
         loop {
             match self.r.fill_buf() {
                 Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(stream_error(e, self.pos, self.stream_limit)),
+                Err(e) => return Err(stream_error(e, pos, limit)),
             }
         }
-        let remaining = self.remaining;
-        let pos = self.pos;
-        let buf = self
-            .r
-            .fill_buf()
-            .map_err(|e| stream_error(e, pos, u64::MAX))?;
+        let buf = self.r.fill_buf().map_err(|e| stream_error(e, pos, limit))?;
         if buf.is_empty() {
             return Err(ArchiveError::Truncated {
                 offset: pos,
