@@ -133,10 +133,12 @@ impl Root {
                     let target = PathBuf::from(OsString::from_vec(
                         rfs::readlinkat(&current, &name, Vec::new())?.into_bytes(),
                     ));
+                    // A relative target is relative to where the link really is, which differs
+                    // from the path as written when an earlier component was a symlink.
                     let base = if target.is_absolute() {
                         PathBuf::new()
                     } else {
-                        walked.clone()
+                        self.path_in_root(current.as_fd())?
                     };
                     // Re-resolve from the root: target components, then what was still pending.
                     let joined = clean_absolute(&Path::new("/").join(base).join(&target));
@@ -154,6 +156,16 @@ impl Root {
             }
         }
         Ok(current)
+    }
+
+    /// Where a directory handle (inside this root) really is, relative to the root, as the
+    /// kernel reports it.
+    fn path_in_root(&self, fd: BorrowedFd<'_>) -> io::Result<PathBuf> {
+        let real = std::fs::read_link(proc_fd_path(fd))?;
+        let root = std::fs::read_link(proc_fd_path(self.fd.as_fd()))?;
+        real.strip_prefix(&root)
+            .map(Path::to_path_buf)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EXDEV))
     }
 
     /// `lstat` of `rel` inside the root (the final component is not followed).
@@ -450,6 +462,20 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("a")).unwrap();
         let (_, name) = root.open_parent(Path::new("/a/b/../c")).unwrap();
         assert_eq!(name, "c");
+    }
+
+    #[test]
+    fn mkdir_all_resolves_relative_links_where_they_really_are() {
+        // inner/go_up -> .. and inner/go_up/escape -> ../victim: the kernel resolves `escape`
+        // at the root, so its target is <root>/../victim, clamped to <root>/victim.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("inner")).unwrap();
+        std::os::unix::fs::symlink("..", dir.path().join("inner/go_up")).unwrap();
+        std::os::unix::fs::symlink("../victim", dir.path().join("escape")).unwrap();
+        let root = Root::open(dir.path()).unwrap();
+        root.mkdir_all(Path::new("inner/go_up/escape/x"), 0o755).unwrap();
+        assert!(dir.path().join("victim/x").is_dir());
+        assert!(!dir.path().join("inner/victim").exists());
     }
 
     #[test]
