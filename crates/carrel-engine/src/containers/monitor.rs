@@ -473,6 +473,13 @@ impl Monitor {
             rt.check("create", out.status, &out.stderr, Some(&runtime_log))?;
             let master = master?;
             set_nonblocking(master.as_fd())?;
+            if plan.open_stdin {
+                // Input goes to the terminal too.
+                self.stdin = Some(
+                    rustix::io::fcntl_dupfd_cloexec(&master, 3)
+                        .map_err(|e| RunError::io("dup", &plan.bundle, e.into()))?,
+                );
+            }
             self.output = Output::Tty {
                 master: Some(master),
             };

@@ -528,10 +528,7 @@ pub fn runtime_error_message(log: Option<&Path>, stderr: &[u8]) -> Option<String
         }
     }
     let text = String::from_utf8_lossy(stderr);
-    let line = text
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())?;
+    let line = text.lines().map(str::trim).rfind(|l| !l.is_empty())?;
     if let Some(i) = line.find("msg=\"") {
         let rest = &line[i + 5..];
         let end = rest.rfind('"').unwrap_or(rest.len());

@@ -39,6 +39,14 @@ pub const DEFAULT_NOFILE: u64 = 1_048_576;
 /// Docker's default stop timeout in seconds.
 pub const DEFAULT_STOP_TIMEOUT: u64 = 10;
 
+/// Docker's `RLIMIT_NOFILE` ([`DEFAULT_NOFILE`]) capped at this process's hard limit: raising it
+/// needs `CAP_SYS_RESOURCE`, which carrel may lack (a runtime then fails to set it).
+pub fn default_nofile() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .map_or(DEFAULT_NOFILE, |m| m.min(DEFAULT_NOFILE))
+}
+
 /// Docker's default capability set for unprivileged containers.
 pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
     Capability::Chown,
@@ -203,6 +211,9 @@ pub struct RunPlan {
     /// Read-only paths (`None`: Docker's).
     #[serde(default)]
     pub readonly_paths: Option<Vec<String>>,
+    /// `RLIMIT_NOFILE` (soft and hard) of the process; 0: [`default_nofile`].
+    #[serde(default)]
+    pub nofile: u64,
 }
 
 impl RunPlan {
@@ -370,10 +381,15 @@ pub fn oci_spec(plan: &RunPlan) -> Result<Spec, RunError> {
         user = user.additional_gids(plan.user.additional_gids.clone());
     }
     let user = user.build().map_err(bad)?;
+    let nofile = if plan.nofile == 0 {
+        default_nofile()
+    } else {
+        plan.nofile
+    };
     let rlimit = PosixRlimitBuilder::default()
         .typ(PosixRlimitType::RlimitNofile)
-        .soft(DEFAULT_NOFILE)
-        .hard(DEFAULT_NOFILE)
+        .soft(nofile)
+        .hard(nofile)
         .build()
         .map_err(bad)?;
     let cwd = if plan.cwd.is_empty() { "/" } else { &plan.cwd };
@@ -791,6 +807,7 @@ mod tests {
     fn plan() -> RunPlan {
         RunPlan {
             id: "abc".into(),
+            nofile: DEFAULT_NOFILE,
             bundle: "/c/abc".into(),
             rootfs: "/c/abc/merged".into(),
             args: vec!["/bin/true".into()],

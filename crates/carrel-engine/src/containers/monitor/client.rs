@@ -504,10 +504,15 @@ pub fn exec_tty(
     let process = exec_process(plan, &req)?;
     let name = format!("exec-{}.sock", std::process::id());
     let console = ConsoleSocket::bind(&plan.bundle, &name)?;
+    let pid_file = plan.bundle.join(format!("exec-{}.pid", std::process::id()));
+    // runc only uses a console socket when it detaches: the process is started detached and,
+    // with this process as a child subreaper, becomes our child once the runtime exits.
+    let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
     let opts = ExecOptions {
         tty: true,
         console_socket: Some(console.path.clone()),
-        ..Default::default()
+        detach: true,
+        pid_file: Some(pid_file.clone()),
     };
     let mut cmd = plan
         .runtime
@@ -521,34 +526,51 @@ pub fn exec_tty(
     let master = console.receive_master(Duration::from_secs(60), || {
         matches!(child.try_wait(), Ok(None))
     });
-    let master = match master {
-        Ok(m) => m,
-        Err(e) => {
-            let status = child
-                .wait()
-                .map_err(|e| RunError::io("running", &plan.runtime.path, e))?;
-            plan.runtime.finish_exec(&cmd, status)?;
-            return Err(e);
+    let status = child
+        .wait()
+        .map_err(|e| RunError::io("running", &plan.runtime.path, e))?;
+    plan.runtime.finish_exec(&cmd, status)?;
+    let master = master?;
+    let pid = crate::containers::runtime::read_pid_file(&pid_file);
+    let _ = std::fs::remove_file(&pid_file);
+    let pid = pid?;
+    let mut code: Option<i32> = None;
+    let reap = |flags: libc::c_int| -> Option<i32> {
+        let mut st: libc::c_int = 0;
+        // SAFETY: waitpid on the exec'd process, our child through the subreaper.
+        let r = unsafe { libc::waitpid(pid, &mut st, flags) };
+        if r == pid {
+            Some(if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else if libc::WIFSIGNALED(st) {
+                128 + libc::WTERMSIG(st)
+            } else {
+                255
+            })
+        } else if r < 0 {
+            // Not our child (e.g. reaped elsewhere): nothing more to learn.
+            Some(-1)
+        } else {
+            None
         }
     };
-    let mut status = None;
     let relayed = tty::relay(master.as_fd(), input, output, || {
-        if status.is_none()
-            && let Ok(Some(s)) = child.try_wait()
-        {
-            status = Some(s);
+        if code.is_none() {
+            code = reap(libc::WNOHANG);
         }
-        status.is_some()
+        code.is_some()
     });
     drop(master);
-    let status = match status {
-        Some(s) => s,
-        None => child
-            .wait()
-            .map_err(|e| RunError::io("running", &plan.runtime.path, e))?,
+    let code = match code {
+        Some(c) => c,
+        None => reap(0).unwrap_or(-1),
     };
     relayed.map_err(|e| RunError::io("relaying the terminal of", &plan.bundle, e))?;
-    let code = plan.runtime.finish_exec(&cmd, status)?;
+    if code < 0 {
+        return Err(RunError::Internal(format!(
+            "lost the exit status of exec'd process {pid}"
+        )));
+    }
     Ok(code)
 }
 
