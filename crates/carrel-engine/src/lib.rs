@@ -110,7 +110,15 @@ impl Engine {
         let root = absolute(&opts.root)?;
         let layout = Layout::new(&root);
         layout.create()?;
-        let meta = Arc::new(Meta::open(&layout.db())?);
+        let meta = {
+            // Opening the database may create it, switch it to WAL mode and migrate it, and
+            // SQLite answers "database is locked" instead of waiting when several processes do
+            // that at once (e.g. concurrent first commands on a new root): opens take turns.
+            let lock_path = layout.locks().join("open");
+            let _lock = carrel_core::fs::FileLock::lock(&lock_path)
+                .map_err(|e| EngineError::io("locking", &lock_path, e))?;
+            Arc::new(Meta::open(&layout.db())?)
+        };
         let content = ContentStore::open(&layout.content(), meta.clone())?;
         let driver = choose_driver(&meta, opts.storage_driver.as_deref(), &layout)?;
         let snapshotter = make_snapshotter(driver, &layout, meta.clone())?;
