@@ -158,7 +158,7 @@ pub fn now_nanos() -> i64 {
 
 fn write_json(dir: &Path, name: &str, v: &impl Serialize) -> Result<(), RunError> {
     let data = serde_json::to_vec(v).map_err(|e| RunError::Internal(e.to_string()))?;
-    carrel_core::fs::atomic_write(dir, name, &data, 0o600)
+    super::spec::write_replace(dir, name, &data)
         .map_err(|e| RunError::io("writing", dir.join(name), e))
 }
 
@@ -356,7 +356,7 @@ impl Monitor {
             };
             (e, exit)
         };
-        let lock = match FileLock::try_lock(&dir.join(LOCK_FILE)) {
+        let lock = match lock_with_timeout(&dir.join(LOCK_FILE), Duration::from_secs(10)) {
             Ok(Some(l)) => l,
             Ok(None) => {
                 return Err(fail(RunError::Conflict(
@@ -430,6 +430,10 @@ impl Monitor {
         }
         let spec = oci_spec(plan)?;
         write_config(&plan.bundle, &spec)?;
+        // Runtime state of an earlier run whose monitor died before deleting it.
+        if rt.has_state(&id) {
+            rt.delete(&id, true)?;
+        }
         self.listener = Some(
             super::tty::bind_unix(&self.dir, ATTACH_SOCKET)
                 .map_err(|e| RunError::io("binding", self.dir.join(ATTACH_SOCKET), e))?,
@@ -451,7 +455,7 @@ impl Monitor {
         };
         if plan.tty {
             let console = ConsoleSocket::bind(&self.dir, "console.sock")?;
-            let mut cmd = rt.create_command(
+            let mut cmd = rt.run_detached_command(
                 &id,
                 &plan.bundle,
                 &pid_file,
@@ -494,7 +498,7 @@ impl Monitor {
             } else {
                 Stdio::null()
             };
-            rt.create(
+            rt.run_detached(
                 &id,
                 &plan.bundle,
                 &pid_file,
@@ -512,9 +516,7 @@ impl Monitor {
         self.pidfd = rustix::process::Pid::from_raw(self.pid).and_then(|p| {
             rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
         });
-        // The sync client is attached before the process runs, so it misses no output.
         let _ = sync;
-        rt.start(&id, Some(&runtime_log))?;
         self.started.pid = self.pid;
         self.started.started_at = now_nanos();
         write_json(&self.dir, STARTED_FILE, &self.started)?;
@@ -525,9 +527,21 @@ impl Monitor {
     /// Undo the run: runtime state, mounts. `failed`: the container never ran.
     fn cleanup(&mut self, failed: bool) {
         let rt = &self.plan.runtime;
-        if let Err(e) = rt.delete(&self.plan.id, true) {
-            tracing::warn!(error = %e, "deleting the container from the runtime failed");
+        if let Err(e) = rt.delete(&self.plan.id, failed) {
+            tracing::debug!(error = %e, "deleting the container from the runtime failed; forcing");
+            if let Err(e) = rt.delete(&self.plan.id, true) {
+                tracing::warn!(error = %e, "deleting the container from the runtime failed");
+            }
         }
+        self.unmount();
+        self.listener = None;
+        let _ = std::fs::remove_file(self.dir.join(ATTACH_SOCKET));
+        if failed {
+            let _ = std::fs::remove_file(self.dir.join(STARTED_FILE));
+        }
+    }
+
+    fn unmount(&mut self) {
         if self.mounted {
             let m = KernelMounter::new();
             if let Err(e) = m.unmount(&self.plan.rootfs, false) {
@@ -535,11 +549,6 @@ impl Monitor {
                 let _ = m.unmount(&self.plan.rootfs, true);
             }
             self.mounted = false;
-        }
-        self.listener = None;
-        let _ = std::fs::remove_file(self.dir.join(ATTACH_SOCKET));
-        if failed {
-            let _ = std::fs::remove_file(self.dir.join(STARTED_FILE));
         }
     }
 
@@ -872,7 +881,10 @@ impl Monitor {
             error: String::new(),
         };
         tracing::debug!(id = %self.plan.id, exit_code, "container exited");
-        self.cleanup(false);
+        // Unmount first (removal of the writable layer needs it), record, tell the clients,
+        // and only then delete the runtime's state: the exit is reported without waiting for
+        // the runtime, and the lock held until the end keeps a new start away meanwhile.
+        self.unmount();
         if let Err(e) = write_json(&self.dir, EXIT_FILE, &exit) {
             tracing::warn!(error = %e, "recording the exit failed");
         }
@@ -884,10 +896,14 @@ impl Monitor {
         {
             tracing::warn!(error = %e, "removing the container failed");
         }
+        self.listener = None;
+        let _ = std::fs::remove_file(self.dir.join(ATTACH_SOCKET));
         let payload = serde_json::to_vec(&exit).unwrap_or_default();
         for c in self.clients.iter_mut() {
             c.send_blocking(proto::EXIT, &payload);
         }
+        self.clients.clear();
+        self.cleanup(false);
         Ok(exit_code)
     }
 }
@@ -899,6 +915,23 @@ enum Slot {
     Listener,
     Stdin,
     Client(usize),
+}
+
+/// Take the monitor lock, waiting (bounded) for a previous monitor of the same container that
+/// is still finishing (deleting the runtime state after reporting the exit).
+fn lock_with_timeout(path: &Path, timeout: Duration) -> io::Result<Option<FileLock>> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(l) = FileLock::try_lock(path)? {
+            return Ok(Some(l));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
 }
 
 fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), RunError> {

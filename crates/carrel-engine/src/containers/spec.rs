@@ -500,8 +500,29 @@ pub fn oci_spec(plan: &RunPlan) -> Result<Spec, RunError> {
 pub fn write_config(bundle: &Path, spec: &Spec) -> Result<(), RunError> {
     let data = serde_json::to_vec(spec)
         .map_err(|e| RunError::Internal(format!("encoding config.json: {e}")))?;
-    carrel_core::fs::atomic_write(bundle, "config.json", &data, 0o600)
+    write_replace(bundle, "config.json", &data)
         .map_err(|e| RunError::io("writing", bundle.join("config.json"), e))
+}
+
+/// Replace `dir/name` with `data` atomically (temp file and rename) but without `fsync`: for
+/// files that are rewritten on every start and worthless after a crash of the host (the
+/// container does not survive it either), where syncing would only add latency.
+pub fn write_replace(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let r = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(data))
+        .and_then(|()| std::fs::rename(&tmp, dir.join(name)));
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
 }
 
 /// The environment Docker gives a container: `PATH` (when the image sets none), `HOSTNAME`,

@@ -165,7 +165,9 @@ pub struct MonitorHandle {
 
 impl MonitorHandle {
     /// Wait for the container to end, discarding output; `None` if the monitor went away
-    /// without reporting (killed).
+    /// without reporting (killed). The exit is recorded (hooks called, root unmounted, `--rm`
+    /// done) when this returns; the monitor may still be deleting the runtime's state, which
+    /// [`wait_monitor`] waits for.
     pub fn wait_exit(mut self) -> Result<Option<ExitInfo>, RunError> {
         loop {
             match self.stream.next_event() {
@@ -386,7 +388,10 @@ pub fn recover(dir: &Path) -> Result<Recovery, RunError> {
     let mounts = carrel_mount::mountinfo::mounts_under(&plan.rootfs).unwrap_or_default();
     // A monitor that finished wrote exit.json after unmounting; one that never started a
     // container wrote no monitor.json.
-    if mounts.is_empty() && (recorded.is_some() || started.is_none()) {
+    if mounts.is_empty()
+        && !plan.runtime.has_state(&plan.id)
+        && (recorded.is_some() || started.is_none())
+    {
         return Ok(Recovery::Clean(recorded));
     }
     let rt = &plan.runtime;
