@@ -162,6 +162,22 @@ impl Engine {
     pub fn lease(&self, purpose: &str) -> Result<Lease> {
         Ok(Lease::acquire(&self.meta, &self.layout.leases(), purpose)?)
     }
+
+    /// End a piece of leased work: release the lease and, with `collect`, remove what it stored
+    /// that nothing references. Failures here are logged, not returned: the work's own outcome
+    /// is what the caller reports (a full disk must not turn "no space left" into "database is
+    /// full"), and a lease that could not be released dies with this process, so the next carrel
+    /// command finishes the cleanup.
+    pub(crate) fn end_lease(&self, lease: Lease, collect: bool) {
+        let id = lease.id().to_string();
+        if let Err(e) = lease.release(&self.meta) {
+            tracing::warn!(lease = id, %e, "could not release the lease; the next command cleans up");
+            return;
+        }
+        if collect && let Err(e) = self.collect_garbage() {
+            tracing::warn!(%e, "could not collect garbage; the next command cleans up");
+        }
+    }
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {

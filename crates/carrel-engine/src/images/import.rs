@@ -11,9 +11,12 @@ use super::config::{
     HistoryEntry, ImageConfig, RootFs, RunConfig, host_architecture, rfc3339_nanos,
 };
 use super::layers::LayerSpec;
-use super::load::{LoadInput, MEDIA_CONFIG, MEDIA_LAYER_TAR};
+use super::load::{LoadInput, MEDIA_CONFIG, MEDIA_LAYER_TAR, name_input};
 use crate::progress::ProgressReader;
 use crate::{Engine, EngineError, Progress, Result};
+
+/// How messages about refused import archives begin.
+const BAD_IMPORT: &str = "invalid import archive";
 
 /// Options of `carrel import`.
 #[derive(Debug, Clone, Default)]
@@ -44,19 +47,21 @@ impl Engine {
             .transpose()?;
         let mut run = RunConfig::default();
         apply_changes(&mut run, &opts.changes)?;
-        let stream: Box<dyn Read + Send> = match input {
-            LoadInput::File(path) => Box::new(std::fs::File::open(&path).map_err(|e| {
-                EngineError::InvalidArgument(format!("cannot open {}: {e}", path.display()))
-            })?),
-            LoadInput::Stream(s) => s,
+        let (stream, name): (Box<dyn Read + Send>, _) = match input {
+            LoadInput::File(path) => (
+                Box::new(std::fs::File::open(&path).map_err(|e| {
+                    EngineError::InvalidArgument(format!("cannot open {}: {e}", path.display()))
+                })?),
+                Some(path.display().to_string()),
+            ),
+            LoadInput::Stream(s) => (s, None),
         };
 
         let lease = self.lease("image import")?;
-        let result = self.import_under(&lease, stream, run, reference.as_ref(), opts, progress);
-        lease.release(self.meta())?;
-        if result.is_err() {
-            self.collect_garbage()?;
-        }
+        let result = self
+            .import_under(&lease, stream, run, reference.as_ref(), opts, progress)
+            .map_err(|e| name_input(e, BAD_IMPORT, name.as_deref()));
+        self.end_lease(lease, result.is_err());
         result
     }
 
@@ -78,7 +83,7 @@ impl Engine {
                 io::ErrorKind::InvalidData
                 | io::ErrorKind::UnexpectedEof
                 | io::ErrorKind::InvalidInput => {
-                    EngineError::InvalidArgument(format!("invalid import archive: {e}"))
+                    EngineError::InvalidArgument(format!("{BAD_IMPORT}: {e}"))
                 }
                 _ => EngineError::io("storing", "import stream", e),
             }

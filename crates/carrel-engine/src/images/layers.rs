@@ -107,6 +107,9 @@ impl Engine {
         let (size, tar_size) = match result {
             Ok(sizes) => sizes,
             Err(e) => {
+                // Free the space the partial layer takes first: on a full disk the metadata
+                // database cannot record the removal until there is room again.
+                self.empty_extraction(&extract_key);
                 if let Err(cleanup) = self.snapshotter().remove(&extract_key) {
                     tracing::warn!(%cleanup, key = extract_key, "could not remove failed layer");
                 }
@@ -130,6 +133,22 @@ impl Engine {
             created: true,
             size,
         })
+    }
+
+    /// Remove what a failed extraction wrote into its snapshot (best effort; the snapshot
+    /// itself is removed afterwards, or by recovery).
+    fn empty_extraction(&self, extract_key: &str) {
+        let Ok(target) = self.snapshotter().apply_target(extract_key) else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(&target.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if let Err(e) = carrel_core::fs::remove_all(&entry.path()) {
+                tracing::warn!(path = %entry.path().display(), %e, "could not remove a partial layer file");
+            }
+        }
     }
 
     /// If the layer exists and is committed, protect it under `lease` (in the same transaction

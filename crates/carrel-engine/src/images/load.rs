@@ -21,7 +21,7 @@ use carrel_meta::images::{self as rows, ImageRow};
 use carrel_storage::content::Expected;
 
 use super::config::{ImageConfig, MAX_JSON};
-use super::layers::LayerSpec;
+use super::layers::{LayerOutcome, LayerSpec};
 use crate::progress::ProgressReader;
 use crate::{Engine, EngineError, Progress, Result};
 
@@ -51,8 +51,51 @@ pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 /// Media type recorded for uncompressed layers of legacy archives.
 pub const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
+/// How messages about refused archives begin (the archive's name is added once known).
+const BAD_ARCHIVE: &str = "invalid image archive";
+
 fn bad(what: impl std::fmt::Display) -> EngineError {
-    EngineError::InvalidArgument(format!("invalid image archive: {what}"))
+    EngineError::InvalidArgument(format!("{BAD_ARCHIVE}: {what}"))
+}
+
+/// Name the input in the message of an error about its content (`invalid image archive
+/// /path/x.tar: …`): when a file is refused, users need to know which one. `what` is the prefix
+/// such messages start with; errors that are not about the content (I/O, full disk) are kept.
+pub(crate) fn name_input(e: EngineError, what: &str, input: Option<&str>) -> EngineError {
+    use carrel_core::HasKind;
+    let Some(name) = input else { return e };
+    match e {
+        EngineError::InvalidArgument(m) => match m.strip_prefix(what) {
+            Some(rest) if rest.starts_with(": ") => {
+                EngineError::InvalidArgument(format!("{what} {name}{rest}"))
+            }
+            _ => EngineError::InvalidArgument(m),
+        },
+        EngineError::Archive(a) if a.kind() == carrel_core::ErrorKind::InvalidArgument => {
+            EngineError::InvalidArgument(format!("{what} {name}: {a}"))
+        }
+        other => other,
+    }
+}
+
+/// Text from a parser (which may quote the garbage it choked on) made fit for a one-line
+/// message: control characters and undecodable bytes become `?`, and it is cut short.
+fn printable(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_control() || c == char::REPLACEMENT_CHARACTER {
+                '?'
+            } else {
+                c
+            }
+        })
+        .take(200)
+        .collect();
+    if s.chars().count() > 200 {
+        out.push('…');
+    }
+    out
 }
 
 /// A file entry of the outer archive.
@@ -96,7 +139,16 @@ impl ArchiveIndex {
                 if n >= MAX_ENTRIES {
                     return Err(bad(format!("more than {MAX_ENTRIES} entries")));
                 }
-                let entry = entry.map_err(|e| bad(format!("corrupt or truncated tar: {e}")))?;
+                let entry = entry.map_err(|e| {
+                    if n == 0 {
+                        bad("not a tar archive (no valid tar header at its start)")
+                    } else {
+                        bad(format!(
+                            "corrupt or truncated tar after {n} entries: {}",
+                            printable(&e.to_string())
+                        ))
+                    }
+                })?;
                 let name = norm(&String::from_utf8_lossy(&entry.path_bytes()));
                 let kind = entry.header().entry_type();
                 if kind.is_file() {
@@ -421,14 +473,20 @@ impl Engine {
         input: LoadInput,
         progress: &dyn Progress,
     ) -> Result<Vec<LoadedImage>> {
+        let name = match &input {
+            LoadInput::File(p) => Some(p.display().to_string()),
+            LoadInput::Stream(_) => None,
+        };
         let lease = self.lease("image load")?;
-        let result = self.load_under(&lease, input, progress);
-        // Release the lease whatever happened: on success the images reference what was stored;
-        // on failure, collecting garbage removes what this load stored.
-        lease.release(self.meta())?;
-        if result.is_err() {
-            self.collect_garbage()?;
-        }
+        let mut reused = false;
+        let result = self
+            .load_under(&lease, input, progress, &mut reused)
+            .map_err(|e| name_input(e, BAD_ARCHIVE, name.as_deref()));
+        // Release the lease whatever happened. On failure, collecting garbage removes what this
+        // load stored. On success the images reference what was stored, except the blobs of
+        // layers that existed already (e.g. compressed where the existing layer came from an
+        // uncompressed archive): collect those too.
+        self.end_lease(lease, result.is_err() || reused);
         result
     }
 
@@ -437,6 +495,7 @@ impl Engine {
         lease: &Lease,
         input: LoadInput,
         progress: &dyn Progress,
+        reused: &mut bool,
     ) -> Result<Vec<LoadedImage>> {
         let (file, _spool) = self.seekable_archive(lease, input, progress)?;
         let index = ArchiveIndex::build(file)?;
@@ -451,7 +510,7 @@ impl Engine {
         };
         let mut loaded = Vec::new();
         for cand in candidates {
-            loaded.push(self.load_candidate(lease, &index, cand, progress)?);
+            loaded.push(self.load_candidate(lease, &index, cand, progress, reused)?);
         }
         Ok(loaded)
     }
@@ -475,7 +534,7 @@ impl Engine {
                 let n = read_full(&mut file, &mut magic)
                     .map_err(|e| EngineError::io("reading", &path, e))?;
                 if n == 0 {
-                    return Err(bad(format!("{} is empty", path.display())));
+                    return Err(bad("the file is empty"));
                 }
                 if carrel_archive::detect(&magic[..n])? == carrel_archive::Compression::None {
                     file.seek(SeekFrom::Start(0))
@@ -503,13 +562,16 @@ impl Engine {
             .map_err(|e| EngineError::io("creating", &path, e))?;
         progress.start("Reading archive", None);
         let mut reader = ProgressReader::new(plain, progress);
-        io::copy(&mut reader, &mut out).map_err(|e| match e.kind() {
+        let copied = io::copy(&mut reader, &mut out).map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof
             | io::ErrorKind::InvalidData
             | io::ErrorKind::InvalidInput => bad(format!("corrupt or truncated input: {e}")),
             _ => EngineError::io("spooling archive to", &path, e),
         })?;
         progress.finish();
+        if copied == 0 {
+            return Err(bad("the input is empty"));
+        }
         out.flush()
             .map_err(|e| EngineError::io("writing", &path, e))?;
         out.seek(SeekFrom::Start(0))
@@ -523,6 +585,7 @@ impl Engine {
         index: &ArchiveIndex,
         cand: Candidate,
         progress: &dyn Progress,
+        reused: &mut bool,
     ) -> Result<LoadedImage> {
         let config_bytes = index.read_small(&cand.config_path)?;
         let config_digest = Digest::of_bytes(&config_bytes);
@@ -577,7 +640,9 @@ impl Engine {
                 blob: None,
             };
             let entry_size = index.get(&layer.path)?.size;
-            size += self.load_layer(lease, index, layer, spec, entry_size, progress)?;
+            let outcome = self.load_layer(lease, index, layer, spec, entry_size, progress)?;
+            *reused |= !outcome.created;
+            size += outcome.size;
         }
 
         let now = carrel_meta::now_nanos();
@@ -610,7 +675,7 @@ impl Engine {
         })
     }
 
-    /// Store a layer blob (verified) and make sure the layer is extracted. Returns its size.
+    /// Store a layer blob (verified) and make sure the layer is extracted.
     fn load_layer(
         &self,
         lease: &Lease,
@@ -619,7 +684,7 @@ impl Engine {
         mut spec: LayerSpec,
         entry_size: u64,
         progress: &dyn Progress,
-    ) -> Result<u64> {
+    ) -> Result<LayerOutcome> {
         progress.start(
             &format!("Loading layer {}", spec.diff_id.short()),
             Some(entry_size),
@@ -634,10 +699,9 @@ impl Engine {
         let blob = writer.commit(&layer.media_type, layer.expected.as_ref())?;
         spec.blob = Some((blob.clone(), layer.media_type.clone()));
         let content = self.content().clone();
-        let outcome = self.ensure_layer(lease, &spec, &mut || {
+        self.ensure_layer(lease, &spec, &mut || {
             Ok(Box::new(content.open_blob(&blob)?) as Box<dyn Read + Send>)
-        })?;
-        Ok(outcome.size)
+        })
     }
 }
 
