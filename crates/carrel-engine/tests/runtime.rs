@@ -317,6 +317,65 @@ fn log_streams(rt: &str) {
 }
 both_runtimes!(log_streams);
 
+fn restart_and_follow(rt: &str) {
+    let Some(mut env) = Env::new(rt) else { return };
+    let p = env.plan(&[
+        "sh",
+        "-c",
+        "echo a; sleep 0.5; echo b >&2; echo $$ >> /runs",
+    ]);
+    let h = env.spawn(&p, false).unwrap();
+    // `logs -f`: follows until the monitor is done, and misses nothing written before.
+    let mut got = Vec::new();
+    monitor::logs::read_log(
+        &p.log_path,
+        &monitor::logs::LogOptions {
+            tail: None,
+            follow: true,
+        },
+        |e| {
+            got.push(String::from_utf8(monitor::logs::format_entry(e, false)).unwrap());
+            Ok(())
+        },
+        || !monitor::monitor_alive(&p.bundle),
+    )
+    .unwrap();
+    assert_eq!(got, ["a\n", "b\n"]);
+    assert_eq!(
+        h.wait_exit().unwrap(),
+        None.or(monitor::read_exit(&p.bundle))
+    );
+    env.assert_clean(&p);
+    // Start the same container again: same writable layer, the log grows.
+    let (exit, log) = env.run(&p);
+    assert_eq!(exit.exit_code, 0);
+    assert_eq!(log.len(), 4);
+    assert_eq!(
+        std::fs::read_to_string(p.bundle.join("upper/runs"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    let mut tail = Vec::new();
+    monitor::logs::read_log(
+        &p.log_path,
+        &monitor::logs::LogOptions {
+            tail: Some(1),
+            follow: false,
+        },
+        |e| {
+            tail.push(String::from_utf8(monitor::logs::format_entry(e, true)).unwrap());
+            Ok(())
+        },
+        || true,
+    )
+    .unwrap();
+    assert!(tail[0].ends_with("Z b\n"), "{tail:?}");
+    env.assert_clean(&p);
+}
+both_runtimes!(restart_and_follow);
+
 fn env_cwd_user(rt: &str) {
     let Some(mut env) = Env::new(rt) else { return };
     let mut p = env.plan(&["sh", "-c", "echo $FOO; pwd; id; cat /etc/hostname"]);

@@ -132,6 +132,9 @@ impl MonitorOptions {
         if let Some(fd) = &sync {
             let _ = rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC);
         }
+        // Descriptors the client inherited from its own parent (a shell's pipes, a jobserver)
+        // must not be held open for the container's lifetime.
+        close_inherited(sync.as_ref().map(|f| f.as_raw_fd()));
         // SAFETY: single-threaded at this point of the monitor's start; removes our own vars.
         unsafe {
             std::env::remove_var(ENV_SYNC_FD);
@@ -145,6 +148,25 @@ impl MonitorOptions {
             attach,
             daemonize: true,
         }
+    }
+}
+
+/// Close every descriptor above stderr except `keep`.
+fn close_inherited(keep: Option<i32>) {
+    let close = |first: u32, last: u32| {
+        if first <= last {
+            // SAFETY: close_range on descriptors this fresh process does not use.
+            unsafe {
+                libc::syscall(libc::SYS_close_range, first, last, 0);
+            }
+        }
+    };
+    match keep {
+        Some(k) if k >= 3 => {
+            close(3, k as u32 - 1);
+            close(k as u32 + 1, u32::MAX);
+        }
+        _ => close(3, u32::MAX),
     }
 }
 
@@ -181,6 +203,9 @@ fn daemonize() -> io::Result<bool> {
         -1 => Err(io::Error::last_os_error()),
         0 => {
             let _ = rustix::process::setsid();
+            // Do not pin the caller's working directory (and its mount).
+            let _ = std::env::set_current_dir("/");
+            rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
             Ok(true)
         }
         _ => Ok(false),
@@ -875,7 +900,7 @@ impl Monitor {
         };
         let exit = ExitInfo {
             exit_code,
-            oom_killed: false,
+            oom_killed: oom_killed(&self.plan.cgroups_path()),
             started_at: self.started.started_at,
             finished_at: now_nanos(),
             error: String::new(),
@@ -915,6 +940,29 @@ enum Slot {
     Listener,
     Stdin,
     Client(usize),
+}
+
+/// Whether the OOM killer killed a process of the container's cgroup (read before the runtime
+/// removes the cgroup): `oom_kill` in cgroup v2's `memory.events` or v1's `memory.oom_control`.
+pub fn oom_killed(cgroup: &str) -> bool {
+    let rel = cgroup.trim_start_matches('/');
+    let candidates = [
+        Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
+        Path::new("/sys/fs/cgroup/unified")
+            .join(rel)
+            .join("memory.events"),
+        Path::new("/sys/fs/cgroup/memory")
+            .join(rel)
+            .join("memory.oom_control"),
+    ];
+    candidates.iter().any(|p| {
+        std::fs::read_to_string(p).is_ok_and(|t| {
+            t.lines().any(|l| {
+                l.strip_prefix("oom_kill ")
+                    .is_some_and(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
+            })
+        })
+    })
 }
 
 /// Take the monitor lock, waiting (bounded) for a previous monitor of the same container that
