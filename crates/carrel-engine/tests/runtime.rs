@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use carrel_core::fs::Root;
 use carrel_engine::containers::monitor::{
     self, Event, ExecRequest, ExitInfo, MonitorHandle, MonitorOptions, NoHooks, Recovery,
 };
@@ -376,14 +375,11 @@ both_runtimes!(restart_and_follow);
 fn env_cwd_user(rt: &str) {
     let Some(mut env) = Env::new(rt) else { return };
     let mut p = env.plan(&["sh", "-c", "echo $FOO; pwd; id; cat /etc/hostname"]);
-    // Resolve the user and working directory inside the (mounted) root, as the store does.
-    let lower = Root::open(&busybox_lower()).unwrap();
-    p.user = spec::resolve_user(&lower, "alice", &["77".into()]).unwrap();
-    p.env = spec::docker_env(&["FOO=bar".into()], &p.hostname, false, &p.user.home);
-    p.cwd = "/work/dir".into();
-    // The working directory is created in the upper layer (the writable one).
-    let upper = Root::open(&p.bundle.join("upper")).unwrap();
-    p.cwd = spec::prepare_workdir(&upper, &p.cwd).unwrap();
+    // The monitor resolves the user and creates the working directory in the mounted root.
+    p.user_spec = Some("alice".into());
+    p.group_add = vec!["77".into()];
+    p.env = vec!["FOO=bar".into(), "PATH=/bin".into()];
+    p.cwd = "/work/dir/../dir".into();
     let (exit, log) = env.run(&p);
     assert_eq!(exit.exit_code, 0, "{log:?}");
     let out = stdout_of(&log);
@@ -395,6 +391,21 @@ fn env_cwd_user(rt: &str) {
         "uid=1000(alice) gid=1000(alice) groups=10(wheel),29(audio),77"
     );
     assert_eq!(lines[3], &p.id[..12]);
+    assert!(p.bundle.join("upper/work/dir").is_dir());
+    // HOME comes from the resolved user.
+    let mut p = env.plan(&["sh", "-c", "echo $HOME; id -u"]);
+    p.env = vec!["PATH=/bin".into()];
+    p.user_spec = Some("alice".into());
+    assert_eq!(stdout_of(&env.run(&p).1), "/home/alice\n1000\n");
+    // An unknown user fails the start with Docker's message.
+    let mut p = env.plan(&["true"]);
+    p.user_spec = Some("bob".into());
+    let e = env.spawn(&p, false).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unable to find user bob: no matching entries in passwd file"
+    );
+    env.assert_clean(&p);
 }
 both_runtimes!(env_cwd_user);
 

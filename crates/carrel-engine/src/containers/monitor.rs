@@ -244,6 +244,7 @@ pub fn run_monitor(
                         RunError::Runtime { op, .. } => op.clone(),
                         _ => String::new(),
                     },
+                    kind: carrel_core::HasKind::kind(&e).to_string(),
                 };
                 s.send_blocking(
                     proto::ERROR,
@@ -453,6 +454,8 @@ impl Monitor {
             KernelMounter::new().mount_all(&plan.rootfs_mounts, &plan.rootfs)?;
             self.mounted = true;
         }
+        self.plan.resolve_in_root()?;
+        let plan = &self.plan;
         let spec = oci_spec(plan)?;
         write_config(&plan.bundle, &spec)?;
         // Runtime state of an earlier run whose monitor died before deleting it.

@@ -153,9 +153,17 @@ pub struct RunPlan {
     /// Working directory (absolute, existing inside the root: see [`prepare_workdir`]).
     #[serde(default)]
     pub cwd: String,
-    /// The user.
+    /// The user, when already resolved (see [`RunPlan::user_spec`]).
     #[serde(default)]
     pub user: ResolvedUser,
+    /// `--user` as given (`name`, `uid`, `name:group`, `uid:gid`): when set, the monitor resolves
+    /// it against the mounted root's `/etc/passwd` and `/etc/group` ([`RunPlan::resolve_in_root`])
+    /// and replaces [`RunPlan::user`]; an unknown name fails the start with Docker's message.
+    #[serde(default)]
+    pub user_spec: Option<String>,
+    /// `--group-add` (names or ids), resolved with [`RunPlan::user_spec`].
+    #[serde(default)]
+    pub group_add: Vec<String>,
     /// Host name.
     #[serde(default)]
     pub hostname: String,
@@ -234,6 +242,26 @@ impl RunPlan {
         let data = std::fs::read(&path).map_err(|e| RunError::io("reading", &path, e))?;
         serde_json::from_slice(&data)
             .map_err(|e| RunError::Internal(format!("{}: {e}", path.display())))
+    }
+
+    /// Finish the plan against its mounted root (done by the monitor after mounting it, the way
+    /// Docker does at start): resolve [`RunPlan::user_spec`] inside the root, add `HOME` from it
+    /// when the environment has none, and create the working directory inside the root.
+    pub fn resolve_in_root(&mut self) -> Result<(), RunError> {
+        let needs_root = self.user_spec.is_some() || !matches!(self.cwd.as_str(), "" | "/");
+        if !needs_root {
+            return Ok(());
+        }
+        let root =
+            Root::open(&self.rootfs).map_err(|e| RunError::io("opening", &self.rootfs, e))?;
+        if let Some(spec) = &self.user_spec {
+            self.user = resolve_user(&root, spec, &self.group_add)?;
+            if !self.env.iter().any(|e| e.starts_with("HOME=")) {
+                self.env.push(format!("HOME={}", self.user.home));
+            }
+        }
+        self.cwd = prepare_workdir(&root, &self.cwd)?;
+        Ok(())
     }
 
     /// The cgroup path of the container.

@@ -224,7 +224,14 @@ pub fn spawn_monitor(mut cmd: Command, attach: bool) -> Result<MonitorHandle, Ru
             Ok(Some(Event::Started(started))) => return Ok(MonitorHandle { started, stream }),
             Ok(Some(Event::Failed(f))) => {
                 return Err(if f.op.is_empty() {
-                    RunError::Internal(f.message)
+                    match f.kind.as_str() {
+                        "not found" => RunError::NotFound(f.message),
+                        "invalid argument" => RunError::InvalidArgument(f.message),
+                        "conflict" | "already exists" => RunError::Conflict(f.message),
+                        "failed precondition" => RunError::RuntimeUnavailable(f.message),
+                        "unavailable" => RunError::Timeout(f.message),
+                        _ => RunError::Internal(f.message),
+                    }
                 } else {
                     let prefix = format!("OCI runtime {} failed: ", f.op);
                     RunError::Runtime {

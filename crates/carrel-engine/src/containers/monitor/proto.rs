@@ -55,6 +55,10 @@ pub struct StartError {
     /// The runtime operation that failed, when it was the runtime (`create`, `start`).
     #[serde(default)]
     pub op: String,
+    /// The error's kind (`carrel_core::ErrorKind` as text: `not found`, `invalid argument`,
+    /// ...), so the client can rebuild an error of the same kind.
+    #[serde(default)]
+    pub kind: String,
 }
 
 /// Encode one frame.
