@@ -39,6 +39,8 @@
 //! assert_eq!(run.options, ["noexec", "nosuid", "nodev", "rprivate", "size=64m"]);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod cli;
 pub mod csv;
