@@ -646,7 +646,8 @@ both_runtimes!(terminal);
 
 fn exec(rt: &str) {
     let Some(mut env) = Env::new(rt) else { return };
-    let p = env.plan(&["sleep", "1000"]);
+    let mut p = env.plan(&["sleep", "1000"]);
+    p.user_spec = Some("alice".into());
     let _h = env.spawn(&p, false).unwrap();
     let out_path = p.bundle.join("exec.out");
     let out = std::fs::File::create(&out_path).unwrap();
@@ -655,6 +656,23 @@ fn exec(rt: &str) {
         env: vec!["E=x".into()],
         ..Default::default()
     };
+    let as_root = ExecRequest {
+        args: vec!["id".into(), "-u".into()],
+        user_spec: Some("0".into()),
+        ..Default::default()
+    };
+    let out2 = p.bundle.join("exec2.out");
+    let f2 = std::fs::File::create(&out2).unwrap();
+    assert_eq!(
+        monitor::exec(
+            &p,
+            &as_root,
+            (Stdio::null(), Stdio::from(f2), Stdio::null())
+        )
+        .unwrap(),
+        0
+    );
+    assert_eq!(std::fs::read_to_string(&out2).unwrap(), "0\n");
     let code = monitor::exec(
         &p,
         &req,
@@ -666,7 +684,8 @@ fn exec(rt: &str) {
     )
     .unwrap();
     assert_eq!(code, 5);
-    assert_eq!(std::fs::read_to_string(&out_path).unwrap(), "hi x\n0\n");
+    // The container's user (alice) is the default.
+    assert_eq!(std::fs::read_to_string(&out_path).unwrap(), "hi x\n1000\n");
     // A missing command is Docker's exec error.
     let bad = ExecRequest {
         args: vec!["/nope".into()],

@@ -449,8 +449,10 @@ pub struct ExecRequest {
     pub args: Vec<String>,
     /// Extra environment (`-e`), added to the container's.
     pub env: Vec<String>,
-    /// User (`None`: the container's).
+    /// User, already resolved (`None`: the container's, or [`ExecRequest::user_spec`]).
     pub user: Option<crate::containers::spec::ResolvedUser>,
+    /// `exec --user` as given, resolved inside the container's (mounted) root.
+    pub user_spec: Option<String>,
     /// Working directory (empty: the container's).
     pub cwd: String,
     /// Allocate a terminal.
@@ -464,6 +466,20 @@ pub fn exec_process(
     req: &ExecRequest,
 ) -> Result<oci_spec::runtime::Process, RunError> {
     let mut base = plan.clone();
+    // The container's own user as its monitor resolved it (the root is mounted while it runs).
+    let root = || {
+        carrel_core::fs::Root::open(&plan.rootfs)
+            .map_err(|e| RunError::io("opening", &plan.rootfs, e))
+    };
+    if let Some(spec) = base.user_spec.take() {
+        base.user = crate::containers::spec::resolve_user(&root()?, &spec, &base.group_add)?;
+        if !base.env.iter().any(|e| e.starts_with("HOME=")) {
+            base.env.push(format!("HOME={}", base.user.home));
+        }
+    }
+    if let Some(spec) = &req.user_spec {
+        base.user = crate::containers::spec::resolve_user(&root()?, spec, &[])?;
+    }
     base.args = req.args.clone();
     base.tty = req.tty;
     base.console_size = (0, 0);
