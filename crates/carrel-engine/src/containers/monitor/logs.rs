@@ -206,6 +206,37 @@ pub fn read_log(
     }
 }
 
+/// `carrel logs [-f] [--tail N] [-t]`: copy the records of the json-file log at `path` to
+/// `stdout` and `stderr` by their stream, following (until `stop()`) when asked.
+pub fn follow_log(
+    path: &Path,
+    opts: &LogOptions,
+    timestamps: bool,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+    stop: impl FnMut() -> bool,
+) -> io::Result<()> {
+    read_log(
+        path,
+        opts,
+        |e| {
+            let out: &mut dyn Write = if e.stream == "stderr" {
+                &mut *stderr
+            } else {
+                &mut *stdout
+            };
+            out.write_all(&format_entry(e, timestamps))?;
+            if opts.follow {
+                out.flush()?;
+            }
+            Ok(())
+        },
+        stop,
+    )?;
+    stdout.flush()?;
+    stderr.flush()
+}
+
 /// Format one record as `carrel logs` prints it: the text, prefixed by its time and a space with
 /// `timestamps` (`-t`).
 pub fn format_entry(e: &LogEntry, timestamps: bool) -> Vec<u8> {
@@ -273,6 +304,25 @@ mod tests {
         w.write(0, &long).unwrap();
         w.flush().unwrap();
         assert_eq!(entries(&p, Some(1))[0].log.len(), MAX_LINE);
+    }
+
+    #[test]
+    fn follow_splits_streams() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l");
+        let mut w = LogWriter::open(&p).unwrap();
+        w.write(0, b"o1\n").unwrap();
+        w.write(1, b"e1\n").unwrap();
+        w.write(0, b"o2\n").unwrap();
+        w.flush().unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let opts = LogOptions {
+            tail: Some(2),
+            follow: true,
+        };
+        follow_log(&p, &opts, false, &mut out, &mut err, || true).unwrap();
+        assert_eq!(out, b"o2\n");
+        assert_eq!(err, b"e1\n");
     }
 
     #[test]
