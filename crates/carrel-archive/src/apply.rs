@@ -159,6 +159,37 @@ pub fn apply_layer(
         path: dir.to_path_buf(),
         source,
     })?;
+    apply_stream(root, tar_stream, opts, None)
+}
+
+/// How an extraction for `cp` differs from a layer extraction (see [`crate::copy`]).
+///
+/// - Entries are placed below [`CopyRules::base`], a directory of the root that the caller
+///   resolved (every entry is still resolved by the kernel inside the root, so a tree that
+///   changes meanwhile can at most redirect an entry elsewhere inside the root);
+/// - `.wh.*` names are ordinary files (a `cp` archive has no whiteouts);
+/// - an entry naming the destination itself (`./`) is skipped, as Docker skips it, so the
+///   destination keeps its own owner, mode and times;
+/// - hardlink targets are relative to the destination, as Docker's `Untar` takes them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CopyRules {
+    /// The destination directory, relative to the root.
+    pub(crate) base: PathBuf,
+    /// Refuse to replace a directory by a non-directory or a non-directory by a directory
+    /// (Docker's `NoOverwriteDirNonDir`).
+    pub(crate) no_overwrite_dir_non_dir: bool,
+    /// Give every entry this owner instead of the archive's.
+    pub(crate) chown: Option<(u32, u32)>,
+}
+
+/// [`apply_layer`] on an open root, optionally with [`CopyRules`].
+pub(crate) fn apply_stream(
+    root: Root,
+    tar_stream: impl Read,
+    opts: &ApplyOptions,
+    copy: Option<&CopyRules>,
+) -> Result<ApplyStats, ArchiveError> {
+    let dir = root.path().to_path_buf();
     let limits = &opts.limits;
     let stream_limit = limits.max_stream_bytes.unwrap_or(u64::MAX);
     let hashed = DigestReader::new(LimitReader::new(tar_stream, limits.max_stream_bytes));
@@ -166,7 +197,8 @@ pub fn apply_layer(
     let mut ex = Extractor {
         root,
         opts,
-        created: (opts.whiteouts == WhiteoutFormat::Naive).then(HashSet::new),
+        copy,
+        created: (opts.whiteouts == WhiteoutFormat::Naive && copy.is_none()).then(HashSet::new),
         dirs: Vec::new(),
         dir_index: HashMap::new(),
         entries: 0,
@@ -223,6 +255,8 @@ pub fn apply_layer(
 struct Extractor<'a> {
     root: Root,
     opts: &'a ApplyOptions,
+    /// Set for `cp` extractions.
+    copy: Option<&'a CopyRules>,
     /// Paths this layer created (and their ancestors), for naive whiteouts.
     created: Option<HashSet<Vec<u8>>>,
     dirs: Vec<DeferredDir>,
@@ -302,6 +336,14 @@ impl Extractor<'_> {
             }
         })?;
         self.check_name(raw, &clean)?;
+        let clean = match self.copy {
+            None => clean,
+            Some(_) if clean.as_os_str().is_empty() => {
+                tracing::debug!(entry = %EntryName::from(raw), "skipping the entry naming the destination");
+                return Ok(());
+            }
+            Some(c) => c.base.join(&clean),
+        };
         if let Some((k, _)) = e.xattrs.iter().find(|(k, _)| is_forged_xattr(k)) {
             return Err(invalid(
                 raw,
@@ -322,8 +364,9 @@ impl Extractor<'_> {
 
         // AUFS metadata (`.wh..wh.plnk/`, `.wh..wh.aufs`, ...) is skipped; the opaque marker is
         // the only `.wh..wh.` name with a meaning.
-        let is_meta = |c: &&OsStr| c.as_bytes().starts_with(b".wh..wh.");
-        let is_opaque = e.kind == Kind::File && name.as_bytes() == b".wh..wh..opq";
+        let literal = self.copy.is_some();
+        let is_meta = |c: &&OsStr| !literal && c.as_bytes().starts_with(b".wh..wh.");
+        let is_opaque = !literal && e.kind == Kind::File && name.as_bytes() == b".wh..wh..opq";
         if parents.iter().any(is_meta) || (is_meta(&name) && !is_opaque) {
             tracing::debug!(entry = %EntryName::from(raw), "skipping AUFS metadata entry");
             return Ok(());
@@ -332,6 +375,7 @@ impl Extractor<'_> {
             return self.opaque(raw, parent_rel);
         }
         if e.kind == Kind::File
+            && !literal
             && let Some(target) = name.as_bytes().strip_prefix(b".wh.")
         {
             let target = OsStr::from_bytes(target);
@@ -384,7 +428,7 @@ impl Extractor<'_> {
                     limit: limits.max_name_len as u64,
                 });
             }
-            if c == b".wh." || c == b".wh.." || c == b".wh..." {
+            if self.copy.is_none() && (c == b".wh." || c == b".wh.." || c == b".wh...") {
                 return Err(invalid(raw, "invalid whiteout name"));
             }
         }
@@ -531,13 +575,31 @@ impl Extractor<'_> {
             Err(rustix::io::Errno::EXIST) => {}
             r => return r.map_err(|e| fs_err(raw, op)(errno(e))),
         }
+        if self.copy.is_some_and(|c| c.no_overwrite_dir_non_dir)
+            && lstat_at(parent, name)
+                .map_err(fs_err(raw, "stat"))?
+                .is_some_and(|st| file_type(&st) == FileType::Directory)
+        {
+            return Err(invalid(
+                raw,
+                "cannot overwrite a directory with a non-directory",
+            ));
+        }
         self.clear(raw, parent, name)?;
         create().map_err(|e| fs_err(raw, op)(errno(e)))
     }
 
+    /// The owner to give an entry: the copy rules' fixed owner, the archive's, or none.
+    fn owner_of(&self, uid: u32, gid: u32) -> Option<(u32, u32)> {
+        match self.copy.and_then(|c| c.chown) {
+            Some(owner) => Some(owner),
+            None => self.opts.preserve_ownership.then_some((uid, gid)),
+        }
+    }
+
     fn chown_fd(&self, raw: &[u8], fd: BorrowedFd<'_>, e: &Entry) -> Result<(), ArchiveError> {
-        if self.opts.preserve_ownership {
-            rfs::fchown(fd, Some(Uid::from_raw(e.uid)), Some(Gid::from_raw(e.gid)))
+        if let Some((uid, gid)) = self.owner_of(e.uid, e.gid) {
+            rfs::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
                 .map_err(|er| fs_err(raw, "chown")(errno(er)))?;
         }
         Ok(())
@@ -551,7 +613,7 @@ impl Extractor<'_> {
         uid: u32,
         gid: u32,
     ) -> Result<(), ArchiveError> {
-        if self.opts.preserve_ownership {
+        if let Some((uid, gid)) = self.owner_of(uid, gid) {
             rfs::chownat(
                 parent,
                 name,
@@ -645,6 +707,12 @@ impl Extractor<'_> {
                     .as_ref()
                     .is_some_and(|st| file_type(st) == FileType::Directory)
                 {
+                    if st.is_some() && self.copy.is_some_and(|c| c.no_overwrite_dir_non_dir) {
+                        return Err(invalid(
+                            raw,
+                            "cannot overwrite a non-directory with a directory",
+                        ));
+                    }
                     self.clear(raw, parent, name)?;
                     mkdir().map_err(|er| fs_err(raw, "mkdir")(errno(er)))?;
                 }
@@ -771,6 +839,11 @@ impl Extractor<'_> {
         };
         let target =
             clean_relative(Path::new(OsStr::from_bytes(&e.link))).map_err(|_| breakout())?;
+        // `cp`: link targets are relative to the destination, like the entry names.
+        let target = match self.copy {
+            Some(c) if !target.as_os_str().is_empty() => c.base.join(&target),
+            _ => target,
+        };
         if target.as_os_str().len() > self.opts.limits.max_path_len {
             return Err(ArchiveError::LimitExceeded {
                 what: format!("hardlink target length of entry {}", EntryName::from(raw)),

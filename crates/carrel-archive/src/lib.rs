@@ -7,7 +7,10 @@
 //!   returns the layer's diffID. Every entry is treated as hostile: see the [`apply`] module docs
 //!   for how paths are resolved inside the root.
 //! - [`write_tree`], [`write_paths`] and [`write_overlay_diff`] write deterministic tars of a
-//!   directory tree, of chosen subtrees (`cp`), or of an overlay upper dir as an OCI diff.
+//!   directory tree, of chosen subtrees (`cp`), or of an overlay upper dir as an OCI diff;
+//!   [`write_changes`] writes a layer diff from a list of changed paths.
+//! - [`apply_tar_at`] extracts a `cp` archive into a directory of a live tree (a container's
+//!   root), resolving the destination and every entry inside the root (see [`copy`]).
 //!
 //! Errors are [`ArchiveError`], mapped to [`carrel_core::ErrorKind`] through
 //! [`carrel_core::HasKind`].
@@ -16,6 +19,7 @@
 
 pub mod apply;
 mod compression;
+pub mod copy;
 mod error;
 mod reader;
 mod sys;
@@ -23,7 +27,9 @@ mod write;
 
 pub use apply::{ApplyOptions, ApplyStats, Limits, apply_layer};
 pub use compression::{BUFFER_SIZE, Compression, ZSTD_WINDOW_LOG_MAX, decompress, detect};
+pub use copy::{CopyOptions, Ownership, apply_tar_at, resolve_dir_in_root};
 pub use error::{ArchiveError, EntryName};
+pub use write::{DiffEntry, write_changes};
 pub use write::{TarSource, WriteOptions, WriteStats, write_overlay_diff, write_paths, write_tree};
 
 /// How whiteouts in a layer diff are written when it is applied.

@@ -116,6 +116,34 @@ pub fn write_overlay_diff(upper: &Path, out: impl Write) -> Result<WriteStats, A
     w.finish()
 }
 
+/// One path of a layer diff written by [`write_changes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffEntry {
+    /// The path inside the tree (absolute or relative; resolved inside the root).
+    pub path: PathBuf,
+    /// The path was deleted: a `.wh.<name>` whiteout is written instead of the object.
+    pub deleted: bool,
+}
+
+/// Write a layer diff from a list of changed paths of the tree `root` (Docker's
+/// `ExportChanges`, used where the storage driver has no native diff): each present path is
+/// written as one entry (a directory without its children: they are listed themselves when they
+/// changed), each deleted path as an OCI whiteout `.wh.<name>`. Give the entries sorted by path
+/// so that directories come before what they contain. Paths that vanished meanwhile are
+/// skipped.
+pub fn write_changes(
+    root: &Path,
+    changes: &[DiffEntry],
+    out: impl Write,
+    opts: &WriteOptions,
+) -> Result<WriteStats, ArchiveError> {
+    let mut w = Walker::new(root, out, opts.clone(), false)?;
+    for c in changes {
+        w.change(c)?;
+    }
+    w.finish()
+}
+
 /// Extended attributes as (name, value) pairs.
 type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -304,6 +332,53 @@ impl<W: Write> Walker<W> {
             })?;
         }
         Ok(())
+    }
+
+    /// One entry of [`write_changes`].
+    fn change(&mut self, c: &DiffEntry) -> Result<(), ArchiveError> {
+        let shown = c.path.as_os_str().as_bytes();
+        let clean = clean_relative(&c.path).map_err(|_| ArchiveError::Breakout {
+            entry: EntryName::from(shown),
+        })?;
+        let Some(base) = clean.file_name() else {
+            return Ok(());
+        };
+        let arch = clean.as_os_str().as_bytes();
+        if c.deleted {
+            let dir = clean
+                .parent()
+                .unwrap_or(Path::new(""))
+                .as_os_str()
+                .as_bytes();
+            let wh = if dir.is_empty() {
+                [b".wh.", base.as_bytes()].concat()
+            } else {
+                [dir, b"/.wh.", base.as_bytes()].concat()
+            };
+            return self.header(&Hdr {
+                name: &wh,
+                typeflag: b'0',
+                mode: 0o600,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                mtime: 0,
+                link: &[],
+                major: 0,
+                minor: 0,
+                xattrs: &[],
+            });
+        }
+        let (parent, name) = match self.root.open_parent(&clean) {
+            Ok(p) => p,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                tracing::debug!(path = %EntryName::from(arch), "vanished while archiving; skipped");
+                return Ok(());
+            }
+            Err(e) => return Err(tree_err(arch, "resolve")(e)),
+        };
+        // A directory's entry only: its changed children are entries of their own.
+        self.emit(parent.as_fd(), &name, arch).map(drop)
     }
 
     /// Resolve a source inside the root: its parent (following in-root symlinks), its final name
