@@ -5,6 +5,7 @@
 //! Creating and removing are done under a lease, so a crash in the middle is rolled forward by
 //! the next carrel command (the half-made or half-removed container is removed entirely).
 
+pub mod fs;
 pub mod inspect;
 pub mod lifecycle;
 pub mod list;
