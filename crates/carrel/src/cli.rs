@@ -91,6 +91,15 @@ pub enum Command {
     /// Manage containers.
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Inspect changes to files or directories on a container's filesystem.
+    Diff(DiffArgs),
+    /// Create a new image from a container's changes.
+    Commit(CommitArgs),
+    /// Export a container's filesystem as a tar archive.
+    Export(ExportArgs),
+    /// Copy files/folders between a container and the local filesystem.
+    #[command(long_about = CP_LONG_ABOUT)]
+    Cp(CpArgs),
 }
 
 /// `carrel container-monitor` (hidden): the per-container monitor process.
@@ -121,6 +130,96 @@ pub enum ContainerCommand {
     Rename(RenameArgs),
     /// Remove all stopped containers.
     Prune(ContainerPruneArgs),
+    /// Inspect changes to files or directories on a container's filesystem.
+    Diff(DiffArgs),
+    /// Create a new image from a container's changes.
+    Commit(CommitArgs),
+    /// Export a container's filesystem as a tar archive.
+    Export(ExportArgs),
+    /// Copy files/folders between a container and the local filesystem.
+    #[command(long_about = CP_LONG_ABOUT)]
+    Cp(CpArgs),
+}
+
+/// `carrel diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The container.
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+/// `carrel commit`.
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>").
+    #[arg(short, long)]
+    pub author: Option<String>,
+    /// Apply Dockerfile instruction to the created image (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL,
+    /// ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR).
+    #[arg(short, long = "change", value_name = "INSTRUCTION")]
+    pub change: Vec<String>,
+    /// Commit message.
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// Pause container during commit (accepted; carrel cannot pause and commits a running
+    /// container as it is).
+    #[arg(
+        short,
+        long,
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
+    pub pause: bool,
+    /// The container.
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+    /// The repository and tag of the new image.
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub reference: Option<String>,
+}
+
+/// `carrel export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write to a file, instead of STDOUT.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The container.
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+/// Docker's long help of `cp`.
+pub const CP_LONG_ABOUT: &str = "Copy files/folders between a container and the local filesystem
+
+Use '-' as the source to read a tar archive from stdin
+and extract it to a directory destination in a container.
+Use '-' as the destination to stream a tar archive of a
+container source to stdout.";
+
+/// `carrel cp`.
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Archive mode (copy all uid/gid information).
+    #[arg(short = 'a', long = "archive")]
+    pub archive: bool,
+    /// Always follow symbol link in SRC_PATH.
+    #[arg(short = 'L', long = "follow-link")]
+    pub follow_link: bool,
+    /// Suppress progress output during copy. Progress output is automatically suppressed if no
+    /// terminal is attached.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// CONTAINER:SRC_PATH, a local path, or - (a tar archive on STDIN).
+    #[arg(value_name = "SRC", allow_hyphen_values = true)]
+    pub src: String,
+    /// CONTAINER:DEST_PATH, a local path, or - (a tar archive on STDOUT).
+    #[arg(value_name = "DEST", allow_hyphen_values = true)]
+    pub dest: String,
 }
 
 /// Options shared by `create` and `run`.

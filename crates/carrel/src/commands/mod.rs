@@ -1,5 +1,6 @@
 //! Command implementations: each parses nothing (clap did), calls the engine, and prints.
 
+mod containerfs;
 mod containers;
 mod images;
 mod monitor;
@@ -71,7 +72,15 @@ pub fn run(cli: Cli) -> Result<u8> {
             ContainerCommand::Rm(a) => containers::rm(&open(g)?, &a),
             ContainerCommand::Rename(a) => containers::rename(&open(g)?, &a),
             ContainerCommand::Prune(a) => containers::prune(&open(g)?, &a),
+            ContainerCommand::Diff(a) => containerfs::diff(&open(g)?, &a),
+            ContainerCommand::Commit(a) => containerfs::commit(&open(g)?, &a),
+            ContainerCommand::Export(a) => containerfs::export(g, &a),
+            ContainerCommand::Cp(a) => containerfs::cp(&open(g)?, &a),
         },
+        Command::Diff(a) => containerfs::diff(&open(g)?, &a),
+        Command::Commit(a) => containerfs::commit(&open(g)?, &a),
+        Command::Export(a) => containerfs::export(g, &a),
+        Command::Cp(a) => containerfs::cp(&open(g)?, &a),
         Command::ContainerMonitor(a) => monitor::run(g, &a),
         Command::Info(a) => system::info(&open(g)?, &a),
         Command::System(c) => match c {
