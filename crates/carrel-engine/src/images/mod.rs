@@ -200,7 +200,11 @@ impl Engine {
                 }
                 Err(not_found(&r.familiar_string()))
             }
-            ImageRef::Prefix(p) => self.image_by_prefix(&p),
+            // Docker names what the user typed (`No such image: sha256:0123abcd`).
+            ImageRef::Prefix(p) => self.image_by_prefix(&p).map_err(|e| match e {
+                EngineError::NotFound(_) => not_found(name),
+                other => other,
+            }),
         }
     }
 
