@@ -487,6 +487,15 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Whether a command line (NUL-separated) names `dir` or something inside it.
+fn names_dir(cmdline: &[u8], dir: &[u8]) -> bool {
+    let mut inside = dir.to_vec();
+    inside.push(b'/');
+    let mut exact = dir.to_vec();
+    exact.push(0);
+    contains(cmdline, &inside) || contains(cmdline, &exact)
+}
+
 impl Drop for TestRoot {
     fn drop(&mut self) {
         let me = std::process::id();
@@ -495,7 +504,7 @@ impl Drop for TestRoot {
         //    this test directory (started through setpriv, a shell, …).
         let mut victims: BTreeSet<u32> = BTreeSet::new();
         for pid in self.pids.lock().map(|p| p.clone()).unwrap_or_default() {
-            if cmdline_of(pid).is_some_and(|c| contains(&c, &needle)) {
+            if cmdline_of(pid).is_some_and(|c| names_dir(&c, &needle)) {
                 victims.insert(pid);
             }
         }
@@ -503,7 +512,7 @@ impl Drop for TestRoot {
             for e in rd.flatten() {
                 if let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
                     && pid != me
-                    && cmdline_of(pid).is_some_and(|c| contains(&c, &needle))
+                    && cmdline_of(pid).is_some_and(|c| names_dir(&c, &needle))
                 {
                     victims.insert(pid);
                 }
