@@ -17,6 +17,17 @@ if [ -n "$missing" ]; then
   apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
+# crun 1.8 refuses a hybrid cgroup v1+v2 layout whose v2 hierarchy holds controllers ("cgroups
+# in hybrid mode not supported"). Give each such controller its own v1 hierarchy, where a hybrid
+# system keeps the others, so that crun works; carrel still picks runc when crun cannot run.
+unified=/sys/fs/cgroup/unified/cgroup.controllers
+if [ -r "$unified" ] && [ "$(stat -f -c %T /sys/fs/cgroup)" = tmpfs ]; then
+  for c in $(cat "$unified"); do
+    mkdir -p "/sys/fs/cgroup/$c"
+    mountpoint -q "/sys/fs/cgroup/$c" || mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" || true
+  done
+fi
+
 cargo build --release --locked
 install -m 0755 target/release/carrel /usr/local/bin/carrel
 echo "carrel installed: $(carrel version)"

@@ -23,6 +23,14 @@ pub enum EngineError {
     /// The host lacks something the request needs.
     #[error("{0}")]
     Precondition(String),
+    /// A container's process could not be started (Docker's 125, 126 or 127 for `run`).
+    #[error("{message}")]
+    StartFailed {
+        /// What the runtime said, in Docker's words.
+        message: String,
+        /// Docker's exit code for it.
+        exit_code: i32,
+    },
     /// carrel needs privileges it does not have.
     #[error("{0}")]
     Permission(String),
@@ -67,6 +75,7 @@ impl HasKind for EngineError {
             EngineError::InvalidArgument(_) => ErrorKind::InvalidArgument,
             EngineError::Precondition(_) => ErrorKind::Precondition,
             EngineError::Permission(_) => ErrorKind::Permission,
+            EngineError::StartFailed { .. } => ErrorKind::Internal,
             EngineError::Storage(e) => e.kind(),
             EngineError::Meta(e) => e.kind(),
             EngineError::Archive(e) => e.kind(),

@@ -48,6 +48,12 @@ pub struct SystemInfo {
     pub name: String,
     /// carrel's version.
     pub server_version: String,
+    /// OCI runtimes that work on this host.
+    pub runtimes: Vec<String>,
+    /// The runtime containers use unless `--runtime` says otherwise.
+    pub default_runtime: String,
+    /// Why other known runtimes do not work here: `[name, reason]`.
+    pub unusable_runtimes: Vec<[String; 2]>,
     /// Kernel and filesystem features carrel detected.
     pub kernel_features: Features,
 }
@@ -87,14 +93,28 @@ impl Engine {
                 ]);
             }
         }
+        let probe = self.runtimes();
+        let runtimes: Vec<String> = probe.working().iter().map(|s| s.to_string()).collect();
+        let unusable = probe
+            .runtimes
+            .iter()
+            .filter(|r| !r.works)
+            .map(|r| [r.name.clone(), r.reason.clone()])
+            .collect();
+        let containers = self.containers()?;
+        let running = containers.iter().filter(|c| c.is_running()).count() as u64;
+        let paused = containers
+            .iter()
+            .filter(|c| c.state.status == crate::containers::types::Status::Paused)
+            .count() as u64;
         let uname = rustix::system::uname();
         let mem_total = rustix::system::sysinfo();
         Ok(SystemInfo {
             id,
-            containers: 0,
-            containers_running: 0,
-            containers_paused: 0,
-            containers_stopped: 0,
+            containers: containers.len() as u64,
+            containers_running: running - paused,
+            containers_paused: paused,
+            containers_stopped: containers.len() as u64 - running,
             images: image_count,
             driver: self.driver().name().to_string(),
             driver_status: status,
@@ -109,6 +129,9 @@ impl Engine {
             mem_total: mem_total.totalram as u64 * u64::from(mem_total.mem_unit.max(1)),
             name: uname.nodename().to_string_lossy().into_owned(),
             server_version: env!("CARGO_PKG_VERSION").to_string(),
+            default_runtime: probe.default_name().unwrap_or("none").to_string(),
+            runtimes,
+            unusable_runtimes: unusable,
             kernel_features: features,
         })
     }

@@ -55,20 +55,41 @@ impl CheckReport {
 }
 
 impl Engine {
-    /// Roll back the work of dead processes. Runs on every open.
+    /// Roll back the work of dead processes and repair containers whose monitor died. Runs on
+    /// every open.
     pub(crate) fn recover(&self) -> Result<()> {
         let dead = leases::dead(self.meta(), &self.layout().leases())?;
-        if dead.is_empty() {
-            return Ok(());
+        if !dead.is_empty() {
+            self.roll_back(dead)?;
         }
+        self.recover_containers()
+    }
+
+    /// Undo the work of dead processes: their half-made or half-removed containers go, their
+    /// protection is dropped, and garbage is collected.
+    fn roll_back(&self, dead: Vec<leases::DeadLease>) -> Result<()> {
+        let mut containers = Vec::new();
         for d in dead {
             tracing::info!(
                 lease = d.id,
                 resources = d.resources.len(),
                 "recovering interrupted work"
             );
+            // A container being created or removed when its process died goes entirely.
+            containers.extend(
+                d.resources
+                    .iter()
+                    .filter(|r| r.kind == "container")
+                    .map(|r| r.reference.clone()),
+            );
             d.forget(self.meta())?;
         }
+        for id in containers {
+            if carrel_core::digest::is_hex64(&id) {
+                self.discard_container(&id)?;
+            }
+        }
+        self.sweep_container_dirs(false)?;
         self.collect_garbage()?;
         let live = self.live_lease_ids()?;
         self.content().cleanup_ingest(&live, false)?;
@@ -125,11 +146,14 @@ impl Engine {
         let dead = leases::dead(self.meta(), &self.layout().leases())?;
         report.dead_leases = dead.iter().map(|d| d.id.clone()).collect();
         if repair {
-            for d in dead {
-                report
-                    .repaired
-                    .push(format!("released the lease of a dead process ({})", d.id));
-                d.forget(self.meta())?;
+            for d in &dead {
+                report.repaired.push(format!(
+                    "rolled back the interrupted work of a dead process ({})",
+                    d.id
+                ));
+            }
+            if !dead.is_empty() {
+                self.roll_back(dead)?;
             }
         } else {
             drop(dead);
@@ -203,7 +227,9 @@ impl Engine {
                     .push(format!("removed interrupted write {}", p.display()));
             }
             for p in self.sweep_container_dirs(false)? {
-                report.repaired.push(format!("removed orphan {}", p.display()));
+                report
+                    .repaired
+                    .push(format!("removed orphan {}", p.display()));
             }
             let cleaned = self.snapshotter().cleanup(false)?;
             for p in cleaned.orphan_dirs.iter().chain(cleaned.other.iter()) {

@@ -100,6 +100,22 @@ pub enum Command {
     /// Copy files/folders between a container and the local filesystem.
     #[command(long_about = CP_LONG_ABOUT)]
     Cp(CpArgs),
+    /// Start one or more stopped containers.
+    Start(StartArgs),
+    /// Stop one or more running containers.
+    Stop(StopArgs),
+    /// Kill one or more running containers.
+    Kill(KillArgs),
+    /// Restart one or more containers.
+    Restart(StopArgs),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(WaitArgs),
+    /// Fetch the logs of a container.
+    Logs(LogsArgs),
+    /// Attach local standard input, output, and error streams to a running container.
+    Attach(AttachArgs),
+    /// Execute a command in a running container.
+    Exec(ExecArgs),
 }
 
 /// `carrel container-monitor` (hidden): the per-container monitor process.
@@ -139,6 +155,153 @@ pub enum ContainerCommand {
     /// Copy files/folders between a container and the local filesystem.
     #[command(long_about = CP_LONG_ABOUT)]
     Cp(CpArgs),
+    /// Start one or more stopped containers.
+    Start(StartArgs),
+    /// Stop one or more running containers.
+    Stop(StopArgs),
+    /// Kill one or more running containers.
+    Kill(KillArgs),
+    /// Restart one or more containers.
+    Restart(StopArgs),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(WaitArgs),
+    /// Fetch the logs of a container.
+    Logs(LogsArgs),
+    /// Attach local standard input, output, and error streams to a running container.
+    Attach(AttachArgs),
+    /// Execute a command in a running container.
+    Exec(ExecArgs),
+}
+
+/// `carrel start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Containers to start.
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub names: Vec<String>,
+    /// Attach STDOUT/STDERR and forward signals.
+    #[arg(short, long)]
+    pub attach: bool,
+    /// Attach container's STDIN.
+    #[arg(short, long)]
+    pub interactive: bool,
+}
+
+/// `carrel stop` and `carrel restart`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Containers.
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub names: Vec<String>,
+    /// Seconds to wait before killing the container (default: its stop timeout, else 10).
+    #[arg(
+        short,
+        long = "timeout",
+        alias = "time",
+        value_name = "SECONDS",
+        allow_negative_numbers = true
+    )]
+    pub timeout: Option<i64>,
+    /// Signal to send to the container (default: its stop signal, else SIGTERM).
+    #[arg(short, long)]
+    pub signal: Option<String>,
+}
+
+/// `carrel kill`.
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Containers.
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub names: Vec<String>,
+    /// Signal to send to the container.
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+}
+
+/// `carrel wait`.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Containers.
+    #[arg(required = true, value_name = "CONTAINER")]
+    pub names: Vec<String>,
+}
+
+/// `carrel logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The container.
+    #[arg(value_name = "CONTAINER")]
+    pub name: String,
+    /// Follow log output (until the container stops).
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Number of lines to show from the end of the logs ("all" or a number).
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Show timestamps.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// Show extra details provided to logs (accepted; the json-file log has none).
+    #[arg(long)]
+    pub details: bool,
+    /// Show logs since a timestamp (not supported yet).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Show logs before a timestamp (not supported yet).
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+/// `carrel attach`.
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// The container.
+    #[arg(value_name = "CONTAINER")]
+    pub name: String,
+    /// Do not attach STDIN.
+    #[arg(long)]
+    pub no_stdin: bool,
+    /// Proxy all received signals to the process.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub sig_proxy: bool,
+}
+
+/// `carrel exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Detached mode: run command in the background.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Set environment variables.
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Keep STDIN open even if not attached.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Username or UID (format: "<name|uid>[:<group|gid>]").
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Give extended privileges to the command (not supported).
+    #[arg(long)]
+    pub privileged: bool,
+    /// The container, then the command and its arguments.
+    #[arg(
+        required = true,
+        num_args = 2..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CONTAINER COMMAND [ARG...]"
+    )]
+    pub container_and_command: Vec<String>,
 }
 
 /// `carrel diff`.

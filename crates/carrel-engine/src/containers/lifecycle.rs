@@ -1,14 +1,400 @@
-//! Starting, stopping and waiting for containers (wired to the runtime and monitor modules).
+//! Starting, stopping, killing, waiting for and repairing containers: the store's side of the
+//! run machinery in `spec`, `runtime` and `monitor`.
+//!
+//! `start` writes the container's run plan and spawns its monitor (a re-exec of the carrel
+//! binary), which mounts the root, runs the container through the OCI runtime, records the state
+//! through [`StoreHooks`], keeps the log, and cleans up when it ends. Every client only talks to
+//! the monitor (its sync socket and `attach.sock`) and to the runtime (signals).
 
-use super::Container;
-use crate::{Engine, EngineError, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::monitor::client::{self, AttachStream, MonitorHandle, Recovery};
+use super::monitor::{ContainerHooks, ExitInfo, Started};
+use super::runtime::{RunError, Runtime, RuntimeProbe};
+use super::spec::{NetworkMode, RunPlan};
+use super::types::Status;
+use super::{Container, EngineError};
+use crate::{Engine, Result};
+
+/// Docker's default stop timeout in seconds.
+pub const DEFAULT_STOP_TIMEOUT: i64 = 10;
+
+fn start_error(e: RunError) -> EngineError {
+    match e {
+        RunError::Runtime { .. } => {
+            let exit_code = e.exit_code();
+            EngineError::StartFailed {
+                message: e.to_string(),
+                exit_code,
+            }
+        }
+        other => other.into(),
+    }
+}
 
 impl Engine {
+    /// The OCI runtimes that work on this host, and the default one (probed once per boot).
+    pub fn runtimes(&self) -> RuntimeProbe {
+        RuntimeProbe::get(self.layout().root())
+    }
+
+    /// The run plan of a container as its next start will use it.
+    fn run_plan(&self, c: &Container) -> Result<RunPlan> {
+        let dir = self.container_dir(&c.id);
+        let hc = &c.spec.host_config;
+        let cfg = &c.spec.config;
+        let runtime = self
+            .runtimes()
+            .select(&hc.runtime, self.layout().root())
+            .map_err(EngineError::from)?;
+        let network = if hc.network_mode == "host" {
+            NetworkMode::Host
+        } else {
+            NetworkMode::None
+        };
+        let (hosts, hostname, resolv) =
+            super::spec::write_network_files(&dir, &cfg.hostname, network)?;
+        let paths = self.snapshotter().paths(&c.snapshot)?;
+        let mut args = vec![c.spec.path.clone()];
+        args.extend(c.spec.args.iter().cloned());
+        Ok(RunPlan {
+            id: c.id.clone(),
+            bundle: dir.clone(),
+            rootfs: paths.merged,
+            rootfs_mounts: self.snapshotter().mounts(&c.snapshot)?,
+            readonly_rootfs: hc.readonly_rootfs,
+            args,
+            env: cfg.env.clone().unwrap_or_default(),
+            cwd: if cfg.working_dir.is_empty() {
+                "/".into()
+            } else {
+                cfg.working_dir.clone()
+            },
+            user: Default::default(),
+            user_spec: (!cfg.user.is_empty()).then(|| cfg.user.clone()),
+            group_add: hc.group_add.clone().unwrap_or_default(),
+            hostname: cfg.hostname.clone(),
+            domainname: cfg.domainname.clone(),
+            tty: cfg.tty,
+            open_stdin: cfg.open_stdin,
+            stdin_once: cfg.stdin_once,
+            console_size: (
+                hc.console_size[0].min(u16::MAX as u32) as u16,
+                hc.console_size[1].min(u16::MAX as u32) as u16,
+            ),
+            network,
+            mounts: Vec::new(),
+            runtime,
+            log_path: dir.join(format!("{}-json.log", c.id)),
+            auto_remove: hc.auto_remove,
+            stop_signal: cfg.stop_signal.clone().unwrap_or_else(|| "SIGTERM".into()),
+            stop_timeout: cfg.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT).max(0) as u64,
+            hosts_path: Some(hosts),
+            hostname_path: Some(hostname),
+            resolv_conf_path: Some(resolv),
+            shm_size: hc.shm_size.max(0) as u64,
+            masked_paths: hc.masked_paths.clone(),
+            readonly_paths: hc.readonly_paths.clone(),
+            nofile: 0,
+        })
+    }
+
+    /// `carrel start` (and the start half of `run`): spawn the container's monitor and wait until
+    /// the container runs. With `attach`, the returned handle's stream carries the container's
+    /// output from its first byte and takes its input. Starting a running container is a no-op
+    /// (`Ok(None)`), as in Docker.
+    pub fn container_start(
+        &self,
+        name_or_id: &str,
+        attach: bool,
+        monitor_program: &Path,
+    ) -> Result<Option<MonitorHandle>> {
+        let c = self.resolve_container(name_or_id)?;
+        if c.is_running() {
+            return Ok(None);
+        }
+        if c.state.status == Status::Removing || c.state.status == Status::Dead {
+            return Err(EngineError::Conflict(format!(
+                "container {} is marked for removal and cannot be started",
+                c.short_id()
+            )));
+        }
+        let dir = self.container_dir(&c.id);
+        // A previous run's monitor may still be finishing (unmounting, deleting runtime state).
+        client::wait_monitor(&dir, Some(Duration::from_secs(10)));
+        let plan = self.run_plan(&c)?;
+        plan.save(&dir)?;
+        let mut cmd = Command::new(monitor_program);
+        cmd.arg("--root")
+            .arg(self.layout().root())
+            .arg("container-monitor")
+            .arg(&c.id);
+        match client::spawn_monitor(cmd, attach) {
+            Ok(handle) => Ok(Some(handle)),
+            Err(e) => Err(start_error(e)),
+        }
+    }
+
+    /// The runtime a started container runs under.
+    pub fn container_runtime(&self, name_or_id: &str) -> Result<Runtime> {
+        let c = self.resolve_container(name_or_id)?;
+        self.runtime_of(&c)
+    }
+
+    /// The runtime a (started) container runs under, from its run plan.
+    fn runtime_of(&self, c: &Container) -> Result<Runtime> {
+        let plan = RunPlan::load(&self.container_dir(&c.id))?;
+        Ok(plan.runtime)
+    }
+
+    /// `carrel stop`: the stop signal, then SIGKILL after `timeout` seconds (the container's own
+    /// stop timeout, else 10). Stopping a container that does not run is not an error.
+    pub fn container_stop(&self, name_or_id: &str, timeout: Option<i64>) -> Result<()> {
+        let c = self.resolve_container(name_or_id)?;
+        if !c.is_running() {
+            return Ok(());
+        }
+        let dir = self.container_dir(&c.id);
+        let rt = self.runtime_of(&c)?;
+        let signal = super::runtime::parse_signal(
+            c.spec.config.stop_signal.as_deref().unwrap_or("SIGTERM"),
+        )?;
+        let timeout = timeout
+            .or(c.spec.config.stop_timeout)
+            .unwrap_or(DEFAULT_STOP_TIMEOUT);
+        // A negative timeout waits forever, as in Docker.
+        let wait = if timeout < 0 {
+            Duration::from_secs(u64::MAX / 4)
+        } else {
+            Duration::from_secs(timeout as u64)
+        };
+        client::stop(&rt, &c.id, &dir, signal, wait)?;
+        self.refresh_container(&c.id)?;
+        Ok(())
+    }
+
+    /// `carrel kill`: send a signal (default SIGKILL) to the container's init.
+    pub fn container_kill(&self, name_or_id: &str, signal: Option<&str>) -> Result<()> {
+        let c = self.resolve_container(name_or_id)?;
+        let sig = super::runtime::parse_signal(signal.unwrap_or("SIGKILL"))?;
+        if !c.is_running() {
+            return Err(EngineError::Conflict(format!(
+                "cannot kill container: {}: container {} is not running",
+                name_or_id, c.id
+            )));
+        }
+        let rt = self.runtime_of(&c)?;
+        client::kill(&rt, &c.id, sig).map_err(|e| match e {
+            RunError::Conflict(_) => EngineError::Conflict(format!(
+                "cannot kill container: {}: container {} is not running",
+                name_or_id, c.id
+            )),
+            other => other.into(),
+        })?;
+        if sig == libc::SIGKILL {
+            client::wait_monitor(&self.container_dir(&c.id), Some(Duration::from_secs(10)));
+        }
+        Ok(())
+    }
+
+    /// `carrel wait`: block until the container is not running and return its exit code.
+    pub fn container_wait(&self, name_or_id: &str) -> Result<i64> {
+        let c = self.resolve_container(name_or_id)?;
+        if c.is_running() {
+            client::wait_monitor(&self.container_dir(&c.id), None);
+        }
+        let c = self.refresh_container(&c.id)?;
+        Ok(c.state.exit_code)
+    }
+
+    /// `carrel restart`: stop (if running), then start detached.
+    pub fn container_restart(
+        &self,
+        name_or_id: &str,
+        timeout: Option<i64>,
+        monitor_program: &Path,
+    ) -> Result<()> {
+        let c = self.resolve_container(name_or_id)?;
+        self.container_stop(&c.id, timeout)?;
+        self.update_container_state(&c.id, |s| {
+            s.restart_count += 1;
+            Ok(())
+        })?;
+        self.container_start(&c.id, false, monitor_program)?;
+        Ok(())
+    }
+
+    /// Connect to a running container's streams (`carrel attach`).
+    pub fn container_attach(&self, name_or_id: &str) -> Result<AttachStream> {
+        let c = self.resolve_container(name_or_id)?;
+        if !c.is_running() {
+            return Err(EngineError::Conflict(
+                "You cannot attach to a stopped container, start it first".into(),
+            ));
+        }
+        Ok(client::attach(&self.container_dir(&c.id))?)
+    }
+
+    /// The json-file log of a container.
+    pub fn container_log_path(&self, c: &Container) -> PathBuf {
+        self.container_dir(&c.id).join(format!("{}-json.log", c.id))
+    }
+
+    /// Whether the monitor of a container is alive (used to end `logs -f`).
+    pub fn container_monitor_alive(&self, id: &str) -> bool {
+        client::monitor_alive(&self.container_dir(id))
+    }
+
+    /// The run plan of a running container (for `exec`).
+    pub fn container_exec_plan(&self, name_or_id: &str) -> Result<(Container, RunPlan)> {
+        let c = self.resolve_container(name_or_id)?;
+        if !c.is_running() {
+            return Err(EngineError::Conflict(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        let plan = RunPlan::load(&self.container_dir(&c.id))?;
+        Ok((c, plan))
+    }
+
     /// Kill a running container and wait for its monitor to record the exit, before removal.
     pub(crate) fn kill_for_removal(&self, c: &Container) -> Result<()> {
-        Err(EngineError::Precondition(format!(
-            "container {} is running and cannot be stopped by this build",
-            c.short_id()
-        )))
+        let dir = self.container_dir(&c.id);
+        match self.runtime_of(c) {
+            Ok(rt) => {
+                client::stop(&rt, &c.id, &dir, libc::SIGKILL, Duration::ZERO)?;
+            }
+            Err(e) => tracing::debug!(error = %e, "no run plan; repairing instead"),
+        }
+        self.refresh_container(&c.id)?;
+        Ok(())
+    }
+
+    /// Re-read a container, repairing its state when its monitor died while the record says it
+    /// runs (the container is killed, its mounts released, and it is marked exited).
+    pub fn refresh_container(&self, id: &str) -> Result<Container> {
+        let c = self.resolve_container(id)?;
+        if !c.is_running() {
+            return Ok(c);
+        }
+        let dir = self.container_dir(&c.id);
+        let exit = match client::recover(&dir)? {
+            Recovery::MonitorAlive => return Ok(c),
+            Recovery::Clean(exit) => exit,
+            Recovery::Repaired(exit) => {
+                tracing::info!(id = c.short_id(), "repaired a container whose monitor died");
+                Some(exit)
+            }
+        };
+        let exit = exit.unwrap_or(ExitInfo {
+            exit_code: 137,
+            finished_at: carrel_meta::now_nanos(),
+            ..Default::default()
+        });
+        self.record_exit(&c.id, &exit)?;
+        let auto_remove = c.spec.host_config.auto_remove;
+        if auto_remove {
+            self.container_remove(&c.id, false, true)?;
+            return Err(EngineError::NotFound(format!("No such container: {id}")));
+        }
+        self.resolve_container(&c.id)
+    }
+
+    /// Record that a container's process ended.
+    pub fn record_exit(&self, id: &str, exit: &ExitInfo) -> Result<()> {
+        self.update_container_state(id, |s| {
+            s.status = Status::Exited;
+            s.pid = 0;
+            s.monitor_pid = 0;
+            s.exit_code = exit.exit_code as i64;
+            s.oom_killed = exit.oom_killed;
+            s.finished_at = exit.finished_at;
+            if exit.started_at != 0 {
+                s.started_at = exit.started_at;
+            }
+            s.error = exit.error.clone();
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Repair every container whose record says it runs but whose monitor is gone.
+    pub(crate) fn recover_containers(&self) -> Result<()> {
+        for c in self.containers()? {
+            if c.is_running()
+                && !client::monitor_alive(&self.container_dir(&c.id))
+                && let Err(e) = self.refresh_container(&c.id)
+            {
+                tracing::warn!(id = c.short_id(), error = %e, "could not repair container");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The container store's answers to the monitor (run inside the monitor process).
+pub struct StoreHooks<'a> {
+    engine: &'a Engine,
+    id: String,
+}
+
+impl<'a> StoreHooks<'a> {
+    /// Hooks for container `id`.
+    pub fn new(engine: &'a Engine, id: &str) -> StoreHooks<'a> {
+        StoreHooks {
+            engine,
+            id: id.to_string(),
+        }
+    }
+}
+
+fn hook_error(e: EngineError) -> RunError {
+    RunError::Internal(e.to_string())
+}
+
+impl ContainerHooks for StoreHooks<'_> {
+    fn on_started(&self, started: &Started) -> std::result::Result<(), RunError> {
+        self.engine
+            .update_container_state(&self.id, |s| {
+                s.status = Status::Running;
+                s.pid = started.pid as i64;
+                s.monitor_pid = started.monitor_pid as i64;
+                s.started_at = started.started_at;
+                s.finished_at = 0;
+                s.exit_code = 0;
+                s.error.clear();
+                Ok(())
+            })
+            .map(|_| ())
+            .map_err(hook_error)
+    }
+
+    fn on_start_failed(&self, exit: &ExitInfo) -> std::result::Result<(), RunError> {
+        self.engine
+            .update_container_state(&self.id, |s| {
+                // Docker keeps a container that failed to start as `created`, with the error.
+                if s.status != Status::Exited {
+                    s.status = Status::Created;
+                }
+                s.pid = 0;
+                s.exit_code = exit.exit_code as i64;
+                s.error = exit.error.clone();
+                Ok(())
+            })
+            .map(|_| ())
+            .map_err(hook_error)
+    }
+
+    fn on_exited(&self, exit: &ExitInfo) -> std::result::Result<(), RunError> {
+        self.engine.record_exit(&self.id, exit).map_err(hook_error)
+    }
+
+    fn on_auto_remove(&self) -> std::result::Result<(), RunError> {
+        self.engine
+            .container_remove(&self.id, false, true)
+            .map_err(hook_error)
     }
 }

@@ -18,7 +18,7 @@ use crate::format::render_list;
 
 /// Parse a `KEY=VALUE` env entry; a bare `KEY` takes its value from carrel's environment and is
 /// dropped when unset (Docker's rule).
-fn env_entry(raw: &str) -> Option<String> {
+pub fn env_entry(raw: &str) -> Option<String> {
     if raw.contains('=') {
         Some(raw.to_string())
     } else {
@@ -27,7 +27,7 @@ fn env_entry(raw: &str) -> Option<String> {
 }
 
 /// Read an `--env-file`: `KEY=VALUE` lines, `#` comments and blank lines ignored.
-fn env_file(path: &std::path::Path) -> Result<Vec<String>> {
+pub fn env_file(path: &std::path::Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("open {}", path.display()))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {

@@ -3,6 +3,7 @@
 mod containerfs;
 mod containers;
 mod images;
+mod lifecycle;
 mod monitor;
 mod system;
 
@@ -63,10 +64,26 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Ps(a) => containers::ps(&open(g)?, &a),
         Command::Rm(a) => containers::rm(&open(g)?, &a),
         Command::Rename(a) => containers::rename(&open(g)?, &a),
-        Command::Run(_) => anyhow::bail!("run is not available in this build yet"),
+        Command::Run(a) => lifecycle::run(&open(g)?, &a),
+        Command::Start(a) => lifecycle::start(&open(g)?, &a),
+        Command::Stop(a) => lifecycle::stop(&open(g)?, &a),
+        Command::Kill(a) => lifecycle::kill(&open(g)?, &a),
+        Command::Restart(a) => lifecycle::restart(&open(g)?, &a),
+        Command::Wait(a) => lifecycle::wait(&open(g)?, &a),
+        Command::Logs(a) => lifecycle::logs(&open(g)?, &a),
+        Command::Attach(a) => lifecycle::attach(&open(g)?, &a),
+        Command::Exec(a) => lifecycle::exec(&open(g)?, &a),
         Command::Container(c) => match c {
             ContainerCommand::Create(a) => containers::create(&open(g)?, &a),
-            ContainerCommand::Run(_) => anyhow::bail!("run is not available in this build yet"),
+            ContainerCommand::Run(a) => lifecycle::run(&open(g)?, &a),
+            ContainerCommand::Start(a) => lifecycle::start(&open(g)?, &a),
+            ContainerCommand::Stop(a) => lifecycle::stop(&open(g)?, &a),
+            ContainerCommand::Kill(a) => lifecycle::kill(&open(g)?, &a),
+            ContainerCommand::Restart(a) => lifecycle::restart(&open(g)?, &a),
+            ContainerCommand::Wait(a) => lifecycle::wait(&open(g)?, &a),
+            ContainerCommand::Logs(a) => lifecycle::logs(&open(g)?, &a),
+            ContainerCommand::Attach(a) => lifecycle::attach(&open(g)?, &a),
+            ContainerCommand::Exec(a) => lifecycle::exec(&open(g)?, &a),
             ContainerCommand::Ls(a) => containers::ps(&open(g)?, &a),
             ContainerCommand::Inspect(a) => containers::inspect(&open(g)?, &a),
             ContainerCommand::Rm(a) => containers::rm(&open(g)?, &a),

@@ -44,6 +44,11 @@ pub fn info(engine: &Engine, a: &InfoArgs) -> Result<u8> {
     for [k, v] in &info.driver_status {
         writeln!(out, " {k}: {v}")?;
     }
+    writeln!(out, "Runtimes: {}", info.runtimes.join(" "))?;
+    writeln!(out, "Default Runtime: {}", info.default_runtime)?;
+    for [name, why] in &info.unusable_runtimes {
+        writeln!(out, " {name} (unusable here): {why}")?;
+    }
     writeln!(out, "Kernel Features:")?;
     writeln!(out, " Overlayfs: {}", yes(f.overlay))?;
     writeln!(
