@@ -163,7 +163,11 @@ impl Engine {
         let paths = self.snapshotter().paths(&c.snapshot)?;
         let mut data = BTreeMap::new();
         if !paths.lower.is_empty() {
-            let lower: Vec<String> = paths.lower.iter().map(|p| p.display().to_string()).collect();
+            let lower: Vec<String> = paths
+                .lower
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
             data.insert("LowerDir".to_string(), lower.join(":"));
         }
         data.insert("MergedDir".into(), paths.merged.display().to_string());

@@ -1,7 +1,7 @@
 //! `ps` filters and `container prune`.
 
-use super::types::Status;
 use super::Container;
+use super::types::Status;
 use crate::images::{glob_match, label_matches};
 use crate::{Engine, EngineError, Result};
 
@@ -98,10 +98,9 @@ impl Engine {
             (all || explicit_status || c.is_running() || before.is_some() || since.is_some())
                 && (filter.id.is_empty() || filter.id.iter().any(|p| c.id.starts_with(p.as_str())))
                 && (filter.name.is_empty()
-                    || filter
-                        .name
-                        .iter()
-                        .any(|n| c.name.contains(n.trim_start_matches('/')) || glob_match(n, &c.name)))
+                    || filter.name.iter().any(|n| {
+                        c.name.contains(n.trim_start_matches('/')) || glob_match(n, &c.name)
+                    }))
                 && filter
                     .label
                     .iter()
@@ -133,7 +132,11 @@ impl Engine {
             {
                 continue;
             }
-            reclaimed += self.snapshotter().usage(&c.snapshot).map(|u| u.size).unwrap_or(0);
+            reclaimed += self
+                .snapshotter()
+                .usage(&c.snapshot)
+                .map(|u| u.size)
+                .unwrap_or(0);
             self.container_remove(&c.id, false, false)?;
             removed.push(c.id);
         }

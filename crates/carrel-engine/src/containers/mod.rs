@@ -65,10 +65,16 @@ pub struct Container {
 impl Container {
     fn from_row(row: ContainerRow) -> Result<Container> {
         let spec: ContainerSpec = serde_json::from_str(&row.spec).map_err(|e| {
-            EngineError::InvalidArgument(format!("container {}: stored spec is invalid: {e}", row.id))
+            EngineError::InvalidArgument(format!(
+                "container {}: stored spec is invalid: {e}",
+                row.id
+            ))
         })?;
         let state: State = serde_json::from_str(&row.state).map_err(|e| {
-            EngineError::InvalidArgument(format!("container {}: stored state is invalid: {e}", row.id))
+            EngineError::InvalidArgument(format!(
+                "container {}: stored state is invalid: {e}",
+                row.id
+            ))
         })?;
         Ok(Container {
             id: row.id,
@@ -112,7 +118,10 @@ pub fn status_text(state: &State) -> String {
     match state.status {
         Status::Created => "Created".into(),
         Status::Running | Status::Restarting => {
-            format!("Up {}", carrel_core::units::human_duration(since(state.started_at)))
+            format!(
+                "Up {}",
+                carrel_core::units::human_duration(since(state.started_at))
+            )
         }
         Status::Paused => format!(
             "Up {} (Paused)",
@@ -235,7 +244,8 @@ fn normalize_host_config(hc: &mut HostConfig) -> Result<()> {
         || hc.volumes_from.as_ref().is_some_and(|v| !v.is_empty());
     if has_mounts {
         return Err(EngineError::InvalidArgument(
-            "volumes, bind mounts and tmpfs mounts are not supported by this carrel build yet".into(),
+            "volumes, bind mounts and tmpfs mounts are not supported by this carrel build yet"
+                .into(),
         ));
     }
     if hc.shm_size == 0 {
@@ -305,7 +315,9 @@ impl Engine {
         let mut outcome: Option<Result<State>> = None;
         self.meta().write(|tx| {
             let Some(row) = rows::get(tx, id)? else {
-                outcome = Some(Err(EngineError::NotFound(format!("No such container: {id}"))));
+                outcome = Some(Err(EngineError::NotFound(format!(
+                    "No such container: {id}"
+                ))));
                 return Ok(());
             };
             let mut state: State = match serde_json::from_str(&row.state) {
@@ -350,7 +362,10 @@ impl Engine {
         }
         let image = self.resolve_image(&config.image)?;
         let image_config = self.image_config(&image)?;
-        merge_image_config(&mut config, &image_config.config.clone().unwrap_or_default());
+        merge_image_config(
+            &mut config,
+            &image_config.config.clone().unwrap_or_default(),
+        );
         normalize_host_config(&mut host_config)?;
         let mut words: Vec<String> = config.entrypoint.clone().unwrap_or_default();
         words.extend(config.cmd.clone().unwrap_or_default());
