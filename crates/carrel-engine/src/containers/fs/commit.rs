@@ -178,10 +178,8 @@ impl Engine {
         // 1. The diff, stored uncompressed: its digest is the layer's diff id.
         let upper = self.snapshotter().upper_dir(&c.snapshot)?;
         let mut writer = self.content().writer(lease)?;
-        match self.driver() {
-            DriverKind::Overlay => {
-                carrel_archive::write_overlay_diff(&upper, &mut writer)?;
-            }
+        let stats = match self.driver() {
+            DriverKind::Overlay => carrel_archive::write_overlay_diff(&upper, &mut writer)?,
             DriverKind::Copy => {
                 let entries: Vec<carrel_archive::DiffEntry> = self
                     .container_changes(&c.id)?
@@ -196,11 +194,18 @@ impl Engine {
                     &entries,
                     &mut writer,
                     &carrel_archive::WriteOptions::default(),
-                )?;
+                )?
             }
-        }
-        let diff_id = writer.commit(MEDIA_LAYER_TAR, None)?;
-        let empty = diff_id == empty_layer();
+        };
+        // No change: Docker adds no layer (its diff is the empty tar), only a history entry; the
+        // blob is not kept.
+        let empty = stats.entries == 0;
+        let diff_id = if empty {
+            drop(writer);
+            empty_layer()
+        } else {
+            writer.commit(MEDIA_LAYER_TAR, None)?
+        };
 
         // 2. The layer, stacked on the container's own parent.
         let parent = match self.snapshotter().stat(&c.snapshot)?.parent {
