@@ -130,6 +130,7 @@ impl Engine {
             driver,
         };
         engine.recover()?;
+        tracing::debug!(root = %engine.layout.root().display(), "engine open");
         Ok(engine)
     }
 

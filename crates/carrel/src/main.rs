@@ -85,11 +85,22 @@ fn init_logging(global: &cli::GlobalOptions) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CARREL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,carrel={level},carrel_engine={level},carrel_storage={level},carrel_archive={level},carrel_mount={level},carrel_meta={level}")));
-    let _ = tracing_subscriber::fmt()
+    // Debug output carries the process id and microsecond timestamps, to follow a command
+    // through its monitor.
+    let verbose = global.debug || matches!(global.log_level.as_str(), "debug" | "trace");
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .without_time()
-        .try_init();
+        .with_target(false);
+    if verbose {
+        let pid = std::process::id();
+        let _ = builder
+            .with_timer(tracing_subscriber::fmt::time::ChronoUtc::new(format!(
+                "%H:%M:%S%.6f [{pid}]"
+            )))
+            .try_init();
+        return;
+    }
+    let _ = builder.without_time().try_init();
 }

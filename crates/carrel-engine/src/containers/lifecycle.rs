@@ -126,13 +126,21 @@ impl Engine {
         client::wait_monitor(&dir, Some(Duration::from_secs(10)));
         let plan = self.run_plan(&c)?;
         plan.save(&dir)?;
+        tracing::debug!(id = c.short_id(), "run plan written; spawning the monitor");
         let mut cmd = Command::new(monitor_program);
         cmd.arg("--root")
             .arg(self.layout().root())
             .arg("container-monitor")
             .arg(&c.id);
         match client::spawn_monitor(cmd, attach) {
-            Ok(handle) => Ok(Some(handle)),
+            Ok(handle) => {
+                tracing::debug!(
+                    id = c.short_id(),
+                    pid = handle.started.pid,
+                    "container started"
+                );
+                Ok(Some(handle))
+            }
             Err(e) => Err(start_error(e)),
         }
     }
@@ -389,12 +397,17 @@ impl ContainerHooks for StoreHooks<'_> {
     }
 
     fn on_exited(&self, exit: &ExitInfo) -> std::result::Result<(), RunError> {
+        tracing::debug!(code = exit.exit_code, "recording the exit");
         self.engine.record_exit(&self.id, exit).map_err(hook_error)
     }
 
     fn on_auto_remove(&self) -> std::result::Result<(), RunError> {
-        self.engine
+        tracing::debug!("removing the container (--rm)");
+        let r = self
+            .engine
             .container_remove(&self.id, false, true)
-            .map_err(hook_error)
+            .map_err(hook_error);
+        tracing::debug!("removed");
+        r
     }
 }

@@ -398,6 +398,7 @@ impl Engine {
             self.discard_container(&id)?;
             return Err(e);
         }
+        tracing::debug!(id = &id[..12], "container created");
         Ok(CreateResponse {
             id,
             warnings: Vec::new(),
