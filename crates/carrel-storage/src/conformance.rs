@@ -73,6 +73,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("remove_order", remove_order),
     ("cleanup_reclaims_orphans", cleanup_reclaims_orphans),
     ("concurrent_instances", concurrent_instances),
+    ("prepare_on_active_parent", prepare_on_active_parent),
 ];
 
 /// Run every case in turn.
@@ -93,7 +94,7 @@ macro_rules! snapshotter_conformance {
             rename_across_layers, chown_in_upper, opaque_dirs, hardlinks,
             permissions_and_special_bits, xattrs, device_nodes_and_fifos, symlinks, deep_chain,
             remove_with_children_refused, remove_order, cleanup_reclaims_orphans,
-            concurrent_instances);
+            concurrent_instances, prepare_on_active_parent);
     };
     (@cases $env:expr; $($case:ident),*) => {
         $(
@@ -927,6 +928,44 @@ pub fn remove_with_children_refused(env: &Env) {
     sn.remove("v").unwrap();
     sn.remove("base").unwrap();
     expect_kind(sn.remove("base"), ErrorKind::NotFound, "remove twice");
+}
+
+/// Layers extracted side by side: a driver with independent layers lets a layer be prepared on
+/// a parent that is still active and refuses to commit it before the parent; other drivers
+/// refuse the active parent at prepare.
+pub fn prepare_on_active_parent(env: &Env) {
+    let s = Scratch::new(env);
+    let sn = s.open(env);
+    sn.prepare("a", None, Labels::new()).unwrap();
+    if !sn.independent_layers() {
+        expect_kind(
+            sn.prepare("b", Some("a"), Labels::new()),
+            ErrorKind::Conflict,
+            "prepare on an active parent",
+        );
+        return;
+    }
+    sn.prepare("b", Some("a"), Labels::new()).unwrap();
+    // Both are written at the same time, each into its own directory.
+    let write_into = |key: &str, name: &str| {
+        let target = sn.apply_target(key).unwrap();
+        assert_eq!(target.format, WhiteoutFormat::Overlay);
+        write(&target.dir.join(name), name);
+    };
+    write_into("b", "from-b");
+    write_into("a", "from-a");
+    expect_kind(
+        sn.commit("b", "b", Labels::new()),
+        ErrorKind::Conflict,
+        "commit before the parent",
+    );
+    assert_eq!(sn.stat("b").unwrap().kind, Kind::Active);
+    sn.commit("a", "a", Labels::new()).unwrap();
+    sn.commit("b", "b", Labels::new()).unwrap();
+    write(&s.reference().join("from-a"), "from-a");
+    write(&s.reference().join("from-b"), "from-b");
+    check(&s, &*sn, "b");
+    assert_eq!(sn.stat("b").unwrap().parent.as_deref(), Some("a"));
 }
 
 /// Removing leaf first empties the driver's home; a key can be reused afterwards.

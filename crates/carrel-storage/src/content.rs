@@ -65,7 +65,10 @@ impl ContentStore {
 
     /// Whether a blob is committed (recorded and present on disk).
     pub fn contains(&self, digest: &Digest) -> Result<bool> {
-        Ok(self.meta.read(|c| blobs::get(c, digest))?.is_some() && self.blob_path(digest).is_file())
+        Ok(
+            self.meta.read(|c| blobs::get(c, digest))?.is_some()
+                && self.blob_path(digest).is_file(),
+        )
     }
 
     /// The recorded facts about a blob.
@@ -136,8 +139,9 @@ impl ContentStore {
             verify(&exp.digest.to_string(), exp, &digest, data.len() as u64)?;
         }
         if self.contains(&digest)? {
-            self.meta
-                .write(|tx| carrel_meta::leases::add_resource(tx, lease.id(), "blob", &digest.to_string()))?;
+            self.meta.write(|tx| {
+                carrel_meta::leases::add_resource(tx, lease.id(), "blob", &digest.to_string())
+            })?;
             return Ok(digest);
         }
         let mut w = self.writer(lease)?;
@@ -340,16 +344,24 @@ mod tests {
     fn write_verify_and_read_back() {
         let (dir, store, meta) = setup();
         let lease = Lease::acquire(&meta, &dir.path().join("leases"), "t").unwrap();
-        let d = store.write_bytes(&lease, b"hello", "text/plain", None).unwrap();
+        let d = store
+            .write_bytes(&lease, b"hello", "text/plain", None)
+            .unwrap();
         assert_eq!(d, Digest::of_bytes(b"hello"));
         assert!(store.contains(&d).unwrap());
         assert_eq!(store.read_blob(&d, 100).unwrap(), b"hello");
-        let mode = std::fs::metadata(store.blob_path(&d)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(store.blob_path(&d))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o444);
         assert!(store.read_blob(&d, 2).is_err());
         store.delete(&d).unwrap();
         assert!(!store.contains(&d).unwrap());
-        assert!(matches!(store.open_blob(&d), Err(StorageError::BlobNotFound(_))));
+        assert!(matches!(
+            store.open_blob(&d),
+            Err(StorageError::BlobNotFound(_))
+        ));
     }
 
     #[test]
@@ -365,7 +377,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains(&exp.digest.to_string()), "{err}");
-        assert!(err.contains(&Digest::of_bytes(b"hello").to_string()), "{err}");
+        assert!(
+            err.contains(&Digest::of_bytes(b"hello").to_string()),
+            "{err}"
+        );
         let exp = Expected {
             digest: Digest::of_bytes(b"hello"),
             size: Some(4),

@@ -110,7 +110,9 @@ impl CopySnapshotter {
         kind: Kind,
         labels: Labels,
     ) -> Result<Vec<Mount>> {
-        let (row, chain) = self.store.insert_new(key, parent, kind, labels, None)?;
+        let (row, chain) = self
+            .store
+            .insert_new(key, parent, kind, labels, None, false)?;
         if let Err(e) = self.create_layout(&row, &chain) {
             self.store.rollback(&row, None);
             return Err(e);

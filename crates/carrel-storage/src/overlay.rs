@@ -148,9 +148,14 @@ impl OverlaySnapshotter {
         kind: Kind,
         labels: Labels,
     ) -> Result<Vec<Mount>> {
-        let (row, chain) = self
-            .store
-            .insert_new(key, parent, kind, labels, Some(MAX_DEPTH))?;
+        let (row, chain) = self.store.insert_new(
+            key,
+            parent,
+            kind,
+            labels,
+            Some(MAX_DEPTH),
+            kind == Kind::Active,
+        )?;
         if let Err(e) = self.create_layout(&row, &chain) {
             let link = self
                 .read_link(&row)
@@ -255,6 +260,10 @@ impl Snapshotter for OverlaySnapshotter {
 
     fn walk(&self) -> Result<Vec<Info>> {
         self.store.walk()
+    }
+
+    fn independent_layers(&self) -> bool {
+        true
     }
 
     fn apply_target(&self, key: &str) -> Result<ApplyTarget> {

@@ -129,6 +129,14 @@ pub trait Snapshotter: Send + Sync {
     /// Every snapshot, parents before children.
     fn walk(&self) -> Result<Vec<Info>>;
 
+    /// True when each layer's own changes live apart from its parent's (overlay), so a layer
+    /// may be prepared on an *active* parent and extracted at the same time as it; such a layer
+    /// can only be committed once its parent is. Drivers that copy the parent's tree at prepare
+    /// (copy) return false and refuse active parents.
+    fn independent_layers(&self) -> bool {
+        false
+    }
+
     /// Where to extract a layer diff into the active snapshot `key`.
     fn apply_target(&self, key: &str) -> Result<ApplyTarget>;
 
@@ -206,6 +214,7 @@ impl Store {
         kind: Kind,
         labels: Labels,
         max_depth: Option<usize>,
+        allow_active_parent: bool,
     ) -> Result<(SnapshotRow, Vec<SnapshotRow>)> {
         if key.is_empty() {
             return Err(StorageError::InvalidKey(key.to_string()));
@@ -232,6 +241,7 @@ impl Store {
             };
             if let Some(p) = chain.first()
                 && p.kind != Kind::Committed
+                && !(allow_active_parent && p.kind == Kind::Active)
             {
                 return Ok(Err(StorageError::WrongKind {
                     key: p.key.clone(),
@@ -306,6 +316,17 @@ impl Store {
         self.meta.write(|tx| {
             if name != key && rows::get(tx, name)?.is_some() {
                 return Ok(Err(StorageError::SnapshotExists(name.to_string())));
+            }
+            // A layer prepared on a parent still being extracted commits after it.
+            if let Some(parent) = &row.parent
+                && let Some(p) = rows::get(tx, parent)?
+                && p.kind != Kind::Committed
+            {
+                return Ok(Err(StorageError::WrongKind {
+                    key: parent.clone(),
+                    actual: kind_name(p.kind),
+                    expected: "committed",
+                }));
             }
             if !rows::commit(tx, key, name, usage.size, usage.inodes, &labels, now)? {
                 return Ok(Err(StorageError::WrongKind {
