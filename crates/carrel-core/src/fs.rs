@@ -56,13 +56,15 @@ impl Root {
     /// Open `rel` inside the root. Symlinks are followed but can never leave the root.
     pub fn open_at(&self, rel: &Path, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
         let rel = relative(rel);
-        Ok(rfs::openat2(
-            &self.fd,
-            rel,
-            flags | OFlags::CLOEXEC,
-            mode,
-            IN_ROOT,
-        )?)
+        // openat2 answers EAGAIN when a rename anywhere on the filesystem raced with its
+        // resolution of `..`; trying again is what the kernel asks for.
+        let mut attempts = 0;
+        loop {
+            match rfs::openat2(&self.fd, rel, flags | OFlags::CLOEXEC, mode, IN_ROOT) {
+                Err(rustix::io::Errno::AGAIN) if attempts < 128 => attempts += 1,
+                other => return Ok(other?),
+            }
+        }
     }
 
     /// Open `rel` inside the root without following a symlink in its last component.
@@ -473,7 +475,8 @@ mod tests {
         std::os::unix::fs::symlink("..", dir.path().join("inner/go_up")).unwrap();
         std::os::unix::fs::symlink("../victim", dir.path().join("escape")).unwrap();
         let root = Root::open(dir.path()).unwrap();
-        root.mkdir_all(Path::new("inner/go_up/escape/x"), 0o755).unwrap();
+        root.mkdir_all(Path::new("inner/go_up/escape/x"), 0o755)
+            .unwrap();
         assert!(dir.path().join("victim/x").is_dir());
         assert!(!dir.path().join("inner/victim").exists());
     }

@@ -21,7 +21,7 @@ use carrel_meta::images::{self as rows, ImageRow};
 use carrel_storage::content::Expected;
 
 use super::config::{ImageConfig, MAX_JSON};
-use super::layers::{LayerOutcome, LayerSpec};
+use super::layers::{LayerJob, LayerSpec};
 use crate::progress::ProgressReader;
 use crate::{Engine, EngineError, Progress, Result};
 
@@ -631,19 +631,27 @@ impl Engine {
         )?;
 
         let chains = carrel_core::id::chain_ids(&config.rootfs.diff_ids);
-        let mut size = 0u64;
+        let mut jobs = Vec::with_capacity(cand.layers.len());
         for (i, layer) in cand.layers.iter().enumerate() {
-            let spec = LayerSpec {
-                chain: chains[i].clone(),
-                parent: i.checked_sub(1).map(|p| chains[p].clone()),
-                diff_id: config.rootfs.diff_ids[i].clone(),
-                blob: None,
-            };
             let entry_size = index.get(&layer.path)?.size;
-            let outcome = self.load_layer(lease, index, layer, spec, entry_size, progress)?;
-            *reused |= !outcome.created;
-            size += outcome.size;
+            let path = layer.path.clone();
+            jobs.push(LayerJob {
+                spec: LayerSpec {
+                    chain: chains[i].clone(),
+                    parent: i.checked_sub(1).map(|p| chains[p].clone()),
+                    diff_id: config.rootfs.diff_ids[i].clone(),
+                    blob: None,
+                },
+                source: Box::new(
+                    move || Ok(Box::new(index.reader(&path)?) as Box<dyn Read + Send>),
+                ),
+                size: Some(entry_size),
+                store_as: Some((layer.media_type.clone(), layer.expected.clone())),
+            });
         }
+        let outcomes = self.ensure_layers(lease, jobs, progress)?;
+        *reused |= outcomes.iter().any(|o| !o.created);
+        let size = outcomes.iter().map(|o| o.size).sum();
 
         let now = carrel_meta::now_nanos();
         let row = ImageRow {
@@ -672,35 +680,6 @@ impl Engine {
             id: config_digest,
             tags: tags.iter().map(|t| t.familiar_string()).collect(),
             moved_tags: moved,
-        })
-    }
-
-    /// Store a layer blob (verified) and make sure the layer is extracted.
-    fn load_layer(
-        &self,
-        lease: &Lease,
-        index: &ArchiveIndex,
-        layer: &CandidateLayer,
-        mut spec: LayerSpec,
-        entry_size: u64,
-        progress: &dyn Progress,
-    ) -> Result<LayerOutcome> {
-        progress.start(
-            &format!("Loading layer {}", spec.diff_id.short()),
-            Some(entry_size),
-        );
-        let mut writer = self.content().writer(lease)?;
-        let mut reader = ProgressReader::new(index.reader(&layer.path)?, progress);
-        io::copy(&mut reader, &mut writer).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => bad(format!("{} is truncated", layer.path)),
-            _ => EngineError::io("storing layer", PathBuf::from(&layer.path), e),
-        })?;
-        progress.finish();
-        let blob = writer.commit(&layer.media_type, layer.expected.as_ref())?;
-        spec.blob = Some((blob.clone(), layer.media_type.clone()));
-        let content = self.content().clone();
-        self.ensure_layer(lease, &spec, &mut || {
-            Ok(Box::new(content.open_blob(&blob)?) as Box<dyn Read + Send>)
         })
     }
 }

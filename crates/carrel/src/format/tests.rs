@@ -350,7 +350,9 @@ fn doc() -> InspectDoc {
     InspectDoc {
         id: "sha256:abc".into(),
         size: 53317,
-        config: json!({"Labels": {"b": "2", "a": "<1>"}, "Env": []}),
+        // Values keep the order they were built in (serde_json's preserve_order): maps that
+        // Docker marshals sorted come from sorted sources (BTreeMap), structs keep field order.
+        config: json!({"Env": [], "Labels": {"a": "<1>", "b": "2"}}),
         args: vec![],
     }
 }
