@@ -384,19 +384,15 @@ impl Engine {
         };
         let (_, tar) = carrel_archive::decompress(io::BufReader::with_capacity(1 << 20, tee))?;
         let opts = carrel_archive::ApplyOptions::new(target.format);
-        let stats = carrel_archive::apply_layer(&target.dir, tar, &opts)?;
-        if stats.diff_id != job.spec.diff_id {
-            return Err(EngineError::InvalidArgument(format!(
-                "layer {}: diff id mismatch: expected {}, found {}",
-                job.spec.chain, job.spec.diff_id, stats.diff_id
-            )));
-        }
+        let applied = carrel_archive::apply_layer(&target.dir, tar, &opts);
+        // The layer as shipped is verified first: a blob that does not match its digest is the
+        // more precise report than the extraction error or diff id mismatch it causes.
         let mut blob = job.spec.blob.clone();
         if let Some((media_type, expected)) = &job.store_as {
             let taken = writer.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(mut w) = taken {
-                // Whatever the extraction did not read (bytes after a compressed stream) still
-                // belongs to the blob.
+                // Whatever the extraction did not read (bytes after a compressed stream, or
+                // after the point where it failed) still belongs to the blob.
                 let mut rest = (job.source)()?;
                 io::copy(&mut (&mut rest).take(w.written()), &mut io::sink())
                     .map_err(|e| EngineError::io("reading layer", "source", e))?;
@@ -405,6 +401,13 @@ impl Engine {
                 let d = w.commit(media_type, expected.as_ref())?;
                 blob = Some((d, media_type.clone()));
             }
+        }
+        let stats = applied?;
+        if stats.diff_id != job.spec.diff_id {
+            return Err(EngineError::InvalidArgument(format!(
+                "layer {}: diff id mismatch: expected {}, found {}",
+                job.spec.chain, job.spec.diff_id, stats.diff_id
+            )));
         }
         Ok(Extracted {
             size: stats.bytes_written,
