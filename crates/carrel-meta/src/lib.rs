@@ -14,6 +14,7 @@ pub mod leases;
 mod migrations;
 pub mod settings;
 pub mod snapshots;
+pub mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

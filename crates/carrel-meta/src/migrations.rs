@@ -76,6 +76,29 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX containers_image ON containers(image_id);
     "#,
+    // 3: volumes, the containers that reference them, and who has them mounted.
+    r#"
+    CREATE TABLE volumes (
+        name       TEXT PRIMARY KEY,
+        driver     TEXT NOT NULL,
+        labels     TEXT NOT NULL DEFAULT '{}',
+        options    TEXT NOT NULL DEFAULT '{}',
+        created    INTEGER NOT NULL,
+        size       INTEGER,
+        size_at    INTEGER
+    );
+    CREATE TABLE volume_refs (
+        volume    TEXT NOT NULL REFERENCES volumes(name),
+        container TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+        PRIMARY KEY (volume, container)
+    );
+    CREATE INDEX volume_refs_container ON volume_refs(container);
+    CREATE TABLE volume_mounts (
+        volume TEXT NOT NULL REFERENCES volumes(name),
+        user   TEXT NOT NULL,
+        PRIMARY KEY (volume, user)
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -1,0 +1,255 @@
+//! The `volumes`, `volume_refs` and `volume_mounts` tables.
+//!
+//! - `volumes`: one row per volume (name, driver, labels, options, cached usage).
+//! - `volume_refs`: which containers reference which volumes. A reference is written in the same
+//!   transaction as the container's row and goes with it (`ON DELETE CASCADE`), so "volume is in
+//!   use" is always exactly true, also after a crash.
+//! - `volume_mounts`: who currently has a driver-backed volume (tmpfs, block device, nfs…)
+//!   mounted, so it is mounted on first use and unmounted when the last user releases it.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::{MetaError, Result};
+
+/// One volume row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeRow {
+    /// Its name (validated by the caller's rules before insertion).
+    pub name: String,
+    /// Its driver (`local`).
+    pub driver: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Driver options (`type`, `device`, `o`, `size`).
+    pub options: BTreeMap<String, String>,
+    /// Creation time, nanoseconds since the epoch.
+    pub created: i64,
+    /// Last measured disk usage in bytes, if measured.
+    pub size: Option<u64>,
+    /// When it was measured, nanoseconds since the epoch.
+    pub size_at: Option<i64>,
+}
+
+const COLUMNS: &str = "name, driver, labels, options, created, size, size_at";
+
+fn from_row(r: &Row<'_>) -> rusqlite::Result<(VolumeRow, String, String)> {
+    Ok((
+        VolumeRow {
+            name: r.get(0)?,
+            driver: r.get(1)?,
+            labels: BTreeMap::new(),
+            options: BTreeMap::new(),
+            created: r.get(4)?,
+            size: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+            size_at: r.get(6)?,
+        },
+        r.get(2)?,
+        r.get(3)?,
+    ))
+}
+
+fn parse((mut row, labels, options): (VolumeRow, String, String)) -> Result<VolumeRow> {
+    if !carrel_core::fs::is_plain_name(std::ffi::OsStr::new(&row.name)) {
+        return Err(MetaError::invalid("volume name", row.name));
+    }
+    row.labels =
+        serde_json::from_str(&labels).map_err(|_| MetaError::invalid("volume labels", labels))?;
+    row.options = serde_json::from_str(&options)
+        .map_err(|_| MetaError::invalid("volume options", options))?;
+    Ok(row)
+}
+
+/// Insert a volume. A duplicate name is a constraint error.
+pub fn insert(c: &Connection, row: &VolumeRow) -> Result<()> {
+    c.execute(
+        &format!("INSERT INTO volumes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        params![
+            row.name,
+            row.driver,
+            serde_json::to_string(&row.labels).unwrap_or_else(|_| "{}".into()),
+            serde_json::to_string(&row.options).unwrap_or_else(|_| "{}".into()),
+            row.created,
+            row.size.map(|v| v as i64),
+            row.size_at,
+        ],
+    )?;
+    Ok(())
+}
+
+/// The volume named `name`.
+pub fn get(c: &Connection, name: &str) -> Result<Option<VolumeRow>> {
+    c.query_row(
+        &format!("SELECT {COLUMNS} FROM volumes WHERE name = ?1"),
+        [name],
+        from_row,
+    )
+    .optional()?
+    .map(parse)
+    .transpose()
+}
+
+/// Every volume, by name.
+pub fn list(c: &Connection) -> Result<Vec<VolumeRow>> {
+    let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM volumes ORDER BY name"))?;
+    let rows = stmt.query_map([], from_row)?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(parse(r?)?);
+    }
+    Ok(out)
+}
+
+/// Delete a volume row (its references must be gone). Returns false when it did not exist.
+pub fn delete(c: &Connection, name: &str) -> Result<bool> {
+    c.execute("DELETE FROM volume_mounts WHERE volume = ?1", [name])?;
+    Ok(c.execute("DELETE FROM volumes WHERE name = ?1", [name])? == 1)
+}
+
+/// Record a measured disk usage.
+pub fn set_size(c: &Connection, name: &str, size: u64, at: i64) -> Result<()> {
+    c.execute(
+        "UPDATE volumes SET size = ?2, size_at = ?3 WHERE name = ?1",
+        params![name, size as i64, at],
+    )?;
+    Ok(())
+}
+
+/// Record that `container` references `volume` (idempotent).
+pub fn add_ref(c: &Connection, volume: &str, container: &str) -> Result<()> {
+    c.execute(
+        "INSERT OR IGNORE INTO volume_refs (volume, container) VALUES (?1, ?2)",
+        params![volume, container],
+    )?;
+    Ok(())
+}
+
+/// Ids of the containers that reference `volume`, sorted.
+pub fn refs(c: &Connection, volume: &str) -> Result<Vec<String>> {
+    let mut stmt =
+        c.prepare("SELECT container FROM volume_refs WHERE volume = ?1 ORDER BY container")?;
+    let rows = stmt.query_map([volume], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Names of the volumes `container` references, sorted.
+pub fn volumes_of(c: &Connection, container: &str) -> Result<Vec<String>> {
+    let mut stmt =
+        c.prepare("SELECT volume FROM volume_refs WHERE container = ?1 ORDER BY volume")?;
+    let rows = stmt.query_map([container], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Reference counts of every volume (volumes without references are absent).
+pub fn ref_counts(c: &Connection) -> Result<BTreeMap<String, u64>> {
+    let mut stmt = c.prepare("SELECT volume, COUNT(*) FROM volume_refs GROUP BY volume")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let (v, n) = r?;
+        out.insert(v, n as u64);
+    }
+    Ok(out)
+}
+
+/// Drop every reference of `container` (its row's deletion does this too).
+pub fn remove_refs(c: &Connection, container: &str) -> Result<()> {
+    c.execute("DELETE FROM volume_refs WHERE container = ?1", [container])?;
+    Ok(())
+}
+
+/// Record that `user` has `volume` mounted; returns how many users have it mounted now.
+pub fn add_mount(c: &Connection, volume: &str, user: &str) -> Result<u64> {
+    c.execute(
+        "INSERT OR IGNORE INTO volume_mounts (volume, user) VALUES (?1, ?2)",
+        params![volume, user],
+    )?;
+    mount_count(c, volume)
+}
+
+/// Forget that `user` has `volume` mounted; returns how many users still have it mounted.
+pub fn remove_mount(c: &Connection, volume: &str, user: &str) -> Result<u64> {
+    c.execute(
+        "DELETE FROM volume_mounts WHERE volume = ?1 AND user = ?2",
+        params![volume, user],
+    )?;
+    mount_count(c, volume)
+}
+
+/// How many users have `volume` mounted.
+pub fn mount_count(c: &Connection, volume: &str) -> Result<u64> {
+    Ok(c.query_row(
+        "SELECT COUNT(*) FROM volume_mounts WHERE volume = ?1",
+        [volume],
+        |r| r.get::<_, i64>(0),
+    )? as u64)
+}
+
+/// Every (volume, user) mount record.
+pub fn mounts(c: &Connection) -> Result<Vec<(String, String)>> {
+    let mut stmt = c.prepare("SELECT volume, user FROM volume_mounts ORDER BY volume, user")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Meta;
+    use crate::containers::{self, ContainerRow};
+
+    fn vol(name: &str) -> VolumeRow {
+        VolumeRow {
+            name: name.into(),
+            driver: "local".into(),
+            labels: BTreeMap::new(),
+            options: BTreeMap::new(),
+            created: 1,
+            size: None,
+            size_at: None,
+        }
+    }
+
+    #[test]
+    fn references_follow_the_container_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("db")).unwrap();
+        let id = "a".repeat(64);
+        meta.write(|tx| {
+            insert(tx, &vol("v1"))?;
+            containers::insert(
+                tx,
+                &ContainerRow {
+                    id: id.clone(),
+                    name: "c".into(),
+                    image_id: carrel_core::Digest::of_bytes(b"i"),
+                    snapshot: id.clone(),
+                    spec: "{}".into(),
+                    state: "{}".into(),
+                    created: 1,
+                },
+            )?;
+            add_ref(tx, "v1", &id)
+        })
+        .unwrap();
+        assert_eq!(meta.read(|c| refs(c, "v1")).unwrap(), vec![id.clone()]);
+        assert_eq!(meta.read(|c| volumes_of(c, &id)).unwrap(), vec!["v1"]);
+        // A volume in use cannot lose its row.
+        assert!(meta.write(|tx| delete(tx, "v1")).is_err());
+        meta.write(|tx| containers::delete(tx, &id)).unwrap();
+        assert!(meta.read(|c| refs(c, "v1")).unwrap().is_empty());
+        assert!(meta.write(|tx| delete(tx, "v1")).unwrap());
+    }
+
+    #[test]
+    fn mount_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("db")).unwrap();
+        meta.write(|tx| insert(tx, &vol("v"))).unwrap();
+        assert_eq!(meta.write(|tx| add_mount(tx, "v", "c1")).unwrap(), 1);
+        assert_eq!(meta.write(|tx| add_mount(tx, "v", "c2")).unwrap(), 2);
+        assert_eq!(meta.write(|tx| remove_mount(tx, "v", "c1")).unwrap(), 1);
+        assert_eq!(meta.read(|c| mounts(c)).unwrap().len(), 1);
+    }
+}
