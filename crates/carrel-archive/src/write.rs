@@ -5,7 +5,8 @@
 //! bytewise (Go's `filepath.Walk` order), ustar headers with PAX records only where needed (long
 //! or non-ASCII names, large ids, sizes or times, xattrs), empty user/group names, mtimes in whole
 //! seconds, no atime/ctime (as Docker writes layers). Files with several links become hardlink
-//! entries after their first occurrence. Sockets are skipped.
+//! entries after their first occurrence. Sockets are skipped. With [`WriteOptions::sparse`], files
+//! with holes become PAX GNU sparse 1.0 entries.
 //!
 //! The tree may be live (a running container): every object is opened relative to its parent
 //! directory's descriptor with `O_NOFOLLOW`, symlinks are archived as symlinks and never followed,
@@ -34,11 +35,19 @@ pub struct WriteOptions {
     /// private xattrs (`trusted.overlay.*`, `user.overlay.*`) and the host's
     /// `security.selinux` labels are never archived.
     pub xattrs: bool,
+    /// Write files with holes as PAX GNU sparse 1.0 entries holding only their data (default
+    /// false: layers are written dense, as Docker writes them). Holes are found with
+    /// `SEEK_DATA`/`SEEK_HOLE`; GNU tar, Go's `archive/tar` and [`crate::apply_layer`] read such
+    /// entries back as sparse files.
+    pub sparse: bool,
 }
 
 impl Default for WriteOptions {
     fn default() -> Self {
-        WriteOptions { xattrs: true }
+        WriteOptions {
+            xattrs: true,
+            sparse: false,
+        }
     }
 }
 
@@ -650,6 +659,15 @@ impl<W: Write> Walker<W> {
             }
         };
         let size = if file.is_some() { st.st_size as u64 } else { 0 };
+        if let Some(fd) = &file
+            && self.opts.sparse
+            && (st.st_blocks as u64).saturating_mul(512) < size
+            && let Some(regions) = data_regions(fd.as_fd(), size)
+        {
+            return self
+                .sparse_file(fd.as_fd(), arch, &st, size, &regions, &xattrs)
+                .map(|()| None);
+        }
         self.header(&Hdr {
             name: arch,
             typeflag,
@@ -707,8 +725,109 @@ impl<W: Write> Walker<W> {
         Ok(())
     }
 
+    /// A file with holes as a PAX GNU sparse 1.0 entry: the header names
+    /// `<dir>/GNUSparseFile.0/<base>` (as GNU tar does), PAX records give the real name and
+    /// size, and the data is the sparse map (decimal lines, padded to a block) followed by the
+    /// data regions only.
+    fn sparse_file(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        arch: &[u8],
+        st: &rfs::Stat,
+        size: u64,
+        regions: &[(u64, u64)],
+        xattrs: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<(), ArchiveError> {
+        let mut map = format!("{}\n", regions.len()).into_bytes();
+        for (off, len) in regions {
+            map.extend_from_slice(format!("{off}\n{len}\n").as_bytes());
+        }
+        map.resize(map.len().div_ceil(512) * 512, 0);
+        let data: u64 = regions.iter().map(|(_, l)| l).sum();
+        let (dir, base) = match arch.iter().rposition(|&c| c == b'/') {
+            Some(i) => (&arch[..=i], &arch[i + 1..]),
+            None => (&[][..], arch),
+        };
+        let fake = [dir, b"GNUSparseFile.0/", base].concat();
+        let mut extra = Vec::new();
+        pax_record(&mut extra, b"GNU.sparse.major", b"1");
+        pax_record(&mut extra, b"GNU.sparse.minor", b"0");
+        pax_record(&mut extra, b"GNU.sparse.name", arch);
+        pax_record(
+            &mut extra,
+            b"GNU.sparse.realsize",
+            size.to_string().as_bytes(),
+        );
+        self.header_ext(
+            &Hdr {
+                name: &fake,
+                typeflag: b'0',
+                mode: st.st_mode & 0o7777,
+                uid: u64::from(st.st_uid),
+                gid: u64::from(st.st_gid),
+                size: map.len() as u64 + data,
+                mtime: st.st_mtime,
+                link: &[],
+                major: 0,
+                minor: 0,
+                xattrs,
+            },
+            &extra,
+        )?;
+        self.out.write_all(&map).map_err(ArchiveError::Write)?;
+        for &(off, len) in regions {
+            self.copy_region(fd, off, len, arch)?;
+        }
+        let pad = ((512 - data % 512) % 512) as usize;
+        self.out
+            .write_all(&[0u8; 512][..pad])
+            .map_err(ArchiveError::Write)?;
+        Ok(())
+    }
+
+    /// Copy exactly `len` bytes of a file from `off` (zeros past its end if it shrank).
+    fn copy_region(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        mut off: u64,
+        len: u64,
+        arch: &[u8],
+    ) -> Result<(), ArchiveError> {
+        let mut left = len;
+        let mut short = false;
+        while left > 0 {
+            let want = (left.min(self.buf.len() as u64)) as usize;
+            let n = if short {
+                self.buf[..want].fill(0);
+                want
+            } else {
+                match rustix::io::pread(fd, &mut self.buf[..want], off) {
+                    Ok(0) => {
+                        tracing::warn!(path = %EntryName::from(arch), "file shrank while archiving; padded with zeros");
+                        short = true;
+                        continue;
+                    }
+                    Ok(n) => n,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(tree_err(arch, "read")(errno(e))),
+                }
+            };
+            self.out
+                .write_all(&self.buf[..n])
+                .map_err(ArchiveError::Write)?;
+            left -= n as u64;
+            off += n as u64;
+        }
+        Ok(())
+    }
+
     /// Write one header, preceded by a PAX header when a field does not fit ustar.
     fn header(&mut self, h: &Hdr<'_>) -> Result<(), ArchiveError> {
+        self.header_ext(h, &[])
+    }
+
+    /// [`Walker::header`] with extra PAX records (already encoded) in its PAX header.
+    fn header_ext(&mut self, h: &Hdr<'_>, extra_pax: &[u8]) -> Result<(), ArchiveError> {
         let mut pax = Vec::new();
         let mut header = tar::Header::new_ustar();
         let ascii = |b: &[u8]| b.is_ascii();
@@ -774,6 +893,7 @@ impl<W: Write> Walker<W> {
         for (k, v) in h.xattrs {
             pax_record(&mut pax, &[b"SCHILY.xattr.", &k[..]].concat(), v);
         }
+        pax.extend_from_slice(extra_pax);
         if !pax.is_empty() {
             self.pax_header(h.name, &pax)?;
         }
@@ -818,6 +938,45 @@ impl<W: Write> Walker<W> {
             .map_err(ArchiveError::Write)?;
         Ok(())
     }
+}
+
+/// The data regions (offset, length) of the first `size` bytes of a file, from
+/// `SEEK_DATA`/`SEEK_HOLE`, ending with a zero-length region at `size` when the file ends in a
+/// hole (as GNU tar writes it). `None` when the file has no hole or the filesystem cannot say.
+fn data_regions(fd: BorrowedFd<'_>, size: u64) -> Option<Vec<(u64, u64)>> {
+    let found = scan_regions(fd, size);
+    // The dense path reads the file sequentially from its start.
+    rfs::seek(fd, rustix::fs::SeekFrom::Start(0)).ok()?;
+    found
+}
+
+fn scan_regions(fd: BorrowedFd<'_>, size: u64) -> Option<Vec<(u64, u64)>> {
+    use rustix::fs::SeekFrom;
+    let mut out = Vec::new();
+    let mut off = 0u64;
+    while off < size {
+        let data = match rfs::seek(fd, SeekFrom::Data(off)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => return None,
+        };
+        if data >= size {
+            break;
+        }
+        let hole = rfs::seek(fd, SeekFrom::Hole(data)).ok()?.min(size);
+        if hole <= data {
+            return None;
+        }
+        out.push((data, hole - data));
+        off = hole;
+    }
+    if out.len() == 1 && out[0] == (0, size) {
+        return None;
+    }
+    if out.last().is_none_or(|&(o, l)| o + l < size) {
+        out.push((size, 0));
+    }
+    Some(out)
 }
 
 #[cfg(test)]

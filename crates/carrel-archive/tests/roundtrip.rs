@@ -638,7 +638,15 @@ fn overlay_diff_refuses_redirects_and_never_emits_overlay_xattrs() {
     write_tree(&tree, &mut out, &WriteOptions::default()).unwrap();
     assert_eq!(pax_keys(&out), ["SCHILY.xattr.user.fine"]);
     let mut out = Vec::new();
-    write_tree(&tree, &mut out, &WriteOptions { xattrs: false }).unwrap();
+    write_tree(
+        &tree,
+        &mut out,
+        &WriteOptions {
+            xattrs: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert!(pax_keys(&out).is_empty());
 }
 

@@ -14,6 +14,7 @@ pub mod info;
 pub mod progress;
 pub mod recovery;
 pub mod root;
+pub mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -35,6 +35,8 @@ pub struct CheckReport {
     pub broken_images: Vec<(String, String)>,
     /// Layers and blobs nothing references.
     pub garbage: Vec<String>,
+    /// Volume users that are gone and volume mounts nobody alive uses.
+    pub stale_volume_mounts: Vec<String>,
     /// What `--repair` did.
     pub repaired: Vec<String>,
 }
@@ -51,6 +53,7 @@ impl CheckReport {
             && self.missing_blobs.is_empty()
             && self.broken_images.is_empty()
             && self.garbage.is_empty()
+            && self.stale_volume_mounts.is_empty()
     }
 }
 
@@ -62,7 +65,8 @@ impl Engine {
         if !dead.is_empty() {
             self.roll_back(dead)?;
         }
-        self.recover_containers()
+        self.recover_containers()?;
+        self.recover_volumes()
     }
 
     /// Undo the work of dead processes: their half-made or half-removed containers go, their
@@ -90,6 +94,7 @@ impl Engine {
             }
         }
         self.sweep_container_dirs(false)?;
+        self.check_volumes(true)?;
         self.collect_garbage()?;
         let live = self.live_lease_ids()?;
         self.content().cleanup_ingest(&live, false)?;
@@ -166,6 +171,11 @@ impl Engine {
         report.orphan_dirs.extend(self.sweep_container_dirs(true)?);
         report.orphan_dirs.extend(cleanup.other.iter().cloned());
         report.missing_dirs = cleanup.missing_dirs.clone();
+        let volumes = self.check_volumes(repair)?;
+        report.orphan_dirs.extend(volumes.orphan_dirs);
+        report.missing_dirs.extend(volumes.missing_dirs);
+        report.stale_volume_mounts = volumes.stale_mounts;
+        report.repaired.extend(volumes.repaired);
 
         let content = self.content().check()?;
         report.unrecorded_blobs = content.unrecorded_files;

@@ -48,15 +48,21 @@ impl Layout {
         self.root.join("containers")
     }
 
+    /// Local volumes (`<root>/volumes/<name>/_data`).
+    pub fn volumes(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
     /// Create the root and its fixed directories with Docker-like modes (root 0710, private
     /// directories 0700).
     pub fn create(&self) -> Result<()> {
-        let dirs: [(PathBuf, u32); 5] = [
+        let dirs: [(PathBuf, u32); 6] = [
             (self.root.clone(), 0o710),
             (self.leases(), 0o700),
             (self.locks(), 0o700),
             (self.content(), 0o700),
             (self.containers(), 0o710),
+            (self.volumes(), 0o701),
         ];
         for (dir, mode) in dirs {
             if !dir.is_dir() {

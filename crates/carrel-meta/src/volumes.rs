@@ -193,6 +193,31 @@ pub fn mounts(c: &Connection) -> Result<Vec<(String, String)>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Ids of the containers listed (kind `container`) under the live leases that also list
+/// `volume` (kind `volume`): the containers being created with it right now.
+pub fn lease_users(c: &Connection, volume: &str) -> Result<Vec<String>> {
+    let mut stmt = c.prepare(
+        "SELECT DISTINCT u.ref FROM lease_resources v JOIN lease_resources u ON u.lease = v.lease
+         WHERE v.kind = 'volume' AND v.ref = ?1 AND u.kind = 'container' ORDER BY u.ref",
+    )?;
+    let rows = stmt.query_map([volume], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Ids of the leases that list `volume` (kind `volume`).
+pub fn leases_of(c: &Connection, volume: &str) -> Result<Vec<String>> {
+    let mut stmt = c.prepare(
+        "SELECT DISTINCT lease FROM lease_resources WHERE kind = 'volume' AND ref = ?1 ORDER BY lease",
+    )?;
+    let rows = stmt.query_map([volume], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Number of volumes.
+pub fn count(c: &Connection) -> Result<u64> {
+    Ok(c.query_row("SELECT COUNT(*) FROM volumes", [], |r| r.get::<_, i64>(0))? as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -437,6 +437,25 @@ impl Runtime {
         }
     }
 
+    /// `pause ID`: freeze every process of the container (cgroup freezer).
+    pub fn pause(&self, id: &str) -> Result<(), RunError> {
+        let mut c = self.base(None);
+        c.arg("pause").arg(id);
+        match self.run("pause", c, None) {
+            Err(RunError::Runtime { message, .. }) if is_not_running(&message) => {
+                Err(RunError::Conflict(format!("container {id} is not running")))
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// `resume ID`: thaw a container frozen by [`Runtime::pause`].
+    pub fn resume(&self, id: &str) -> Result<(), RunError> {
+        let mut c = self.base(None);
+        c.arg("resume").arg(id);
+        self.run("resume", c, None).map(drop)
+    }
+
     /// `delete [--force] ID`. A container the runtime does not know is not an error.
     pub fn delete(&self, id: &str, force: bool) -> Result<(), RunError> {
         let mut c = self.base(None);
