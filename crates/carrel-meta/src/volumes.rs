@@ -275,6 +275,6 @@ mod tests {
         assert_eq!(meta.write(|tx| add_mount(tx, "v", "c1")).unwrap(), 1);
         assert_eq!(meta.write(|tx| add_mount(tx, "v", "c2")).unwrap(), 2);
         assert_eq!(meta.write(|tx| remove_mount(tx, "v", "c1")).unwrap(), 1);
-        assert_eq!(meta.read(|c| mounts(c)).unwrap().len(), 1);
+        assert_eq!(meta.read(mounts).unwrap().len(), 1);
     }
 }

@@ -72,6 +72,9 @@ pub enum Command {
     /// Manage the data root.
     #[command(subcommand)]
     System(SystemCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Run a container's monitor (internal: carrel starts it for every running container).
     #[command(hide = true)]
     ContainerMonitor(ContainerMonitorArgs),
@@ -770,6 +773,162 @@ pub enum SystemCommand {
     Info(InfoArgs),
     /// Compare metadata with what is on disk; with --repair, fix what can be fixed.
     Check(CheckArgs),
+    /// Show carrel disk usage.
+    Df(DfArgs),
+    /// Remove unused data.
+    Prune(SystemPruneArgs),
+}
+
+/// `carrel system df`.
+#[derive(Debug, Args)]
+pub struct DfArgs {
+    /// Show detailed information on space usage.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// Format output using a custom template: 'table', 'table TEMPLATE', 'json', or a Go
+    /// template.
+    #[arg(long, default_value = "")]
+    pub format: String,
+}
+
+/// `carrel system prune`.
+#[derive(Debug, Args)]
+pub struct SystemPruneArgs {
+    /// Remove all unused images not just dangling ones.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Provide filter values (label=KEY[=VALUE]).
+    #[arg(long = "filter", value_name = "FILTER")]
+    pub filter: Vec<String>,
+    /// Do not prompt for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
+    /// Prune anonymous volumes.
+    #[arg(long)]
+    pub volumes: bool,
+}
+
+/// `carrel volume …`.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume.
+    Create(VolumeCreateArgs),
+    /// List volumes.
+    #[command(visible_alias = "list")]
+    Ls(VolumeListArgs),
+    /// Display detailed information on one or more volumes.
+    Inspect(VolumeInspectArgs),
+    /// Remove one or more volumes. You cannot remove a volume that is in use by a container.
+    #[command(visible_alias = "remove")]
+    Rm(VolumeRmArgs),
+    /// Remove unused local volumes.
+    Prune(VolumePruneArgs),
+    /// Write a volume's content to a tar archive (streamed to STDOUT by default).
+    Export(VolumeExportArgs),
+    /// Extract a tar archive (plain, gzip or zstd) into an existing volume.
+    Import(VolumeImportArgs),
+}
+
+/// `carrel volume create`.
+#[derive(Debug, Args)]
+pub struct VolumeCreateArgs {
+    /// Specify volume driver name.
+    #[arg(short, long, default_value = "local")]
+    pub driver: String,
+    /// Set driver specific options (type, device, o, size).
+    #[arg(short, long = "opt", value_name = "KEY=VALUE")]
+    pub opt: Vec<String>,
+    /// Set metadata for a volume.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Specify volume name.
+    #[arg(long, hide = true)]
+    pub name: Option<String>,
+    /// The volume's name (none: an anonymous volume with a random name).
+    #[arg(value_name = "VOLUME")]
+    pub names: Vec<String>,
+}
+
+/// `carrel volume ls`.
+#[derive(Debug, Args)]
+pub struct VolumeListArgs {
+    /// Provide filter values (e.g. "dangling=true", "driver=local", "label=KEY[=VALUE]",
+    /// "name=REGEXP").
+    #[arg(short, long = "filter", value_name = "FILTER")]
+    pub filter: Vec<String>,
+    /// Format output using a custom template: 'table', 'table TEMPLATE', 'json', or a Go
+    /// template.
+    #[arg(long, default_value = "")]
+    pub format: String,
+    /// Only display volume names.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `carrel volume inspect`.
+#[derive(Debug, Args)]
+pub struct VolumeInspectArgs {
+    /// Format output using a custom template: 'json' or a Go template.
+    #[arg(short, long, default_value = "")]
+    pub format: String,
+    /// Volumes to inspect.
+    #[arg(required = true, value_name = "VOLUME")]
+    pub names: Vec<String>,
+}
+
+/// `carrel volume rm`.
+#[derive(Debug, Args)]
+pub struct VolumeRmArgs {
+    /// Force the removal of one or more volumes (unknown names are not an error; volumes in
+    /// use are still refused).
+    #[arg(short, long)]
+    pub force: bool,
+    /// Volumes to remove.
+    #[arg(required = true, value_name = "VOLUME")]
+    pub names: Vec<String>,
+}
+
+/// `carrel volume prune`.
+#[derive(Debug, Args)]
+pub struct VolumePruneArgs {
+    /// Remove all unused volumes, not just anonymous ones.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Provide filter values (e.g. "label=<label>", "label!=<label>", "all=true").
+    #[arg(long = "filter", value_name = "FILTER")]
+    pub filter: Vec<String>,
+    /// Do not prompt for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// `carrel volume export`.
+#[derive(Debug, Args)]
+pub struct VolumeExportArgs {
+    /// Write to a file, instead of STDOUT.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Do not pause the running containers that use the volume while it is read (the copy may
+    /// then catch files in the middle of a write).
+    #[arg(long)]
+    pub no_pause: bool,
+    /// The volume.
+    #[arg(value_name = "VOLUME")]
+    pub name: String,
+}
+
+/// `carrel volume import`.
+#[derive(Debug, Args)]
+pub struct VolumeImportArgs {
+    /// Import even while running containers use the volume.
+    #[arg(long)]
+    pub force: bool,
+    /// The volume (it must exist: create it first).
+    #[arg(value_name = "VOLUME")]
+    pub name: String,
+    /// A tar archive (plain, gzip or zstd), or `-` for STDIN.
+    #[arg(value_name = "FILE|-", allow_hyphen_values = true)]
+    pub source: String,
 }
 
 /// `carrel system check`.

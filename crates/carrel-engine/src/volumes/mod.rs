@@ -14,7 +14,7 @@
 //! back on the next use.
 //!
 //! Creating, removing, mounting and unmounting one volume take turns through a per-name lock
-//! (`<root>/locks/volumes/<name>.lock`, like moby's per-name locker), so concurrent creates of one
+//! (`<root>/locks/volumes/<name>`, like moby's per-name locker), so concurrent creates of one
 //! name make exactly one row and one directory, and a removal never races a mount.
 //!
 //! # Names and reserved labels
@@ -205,7 +205,7 @@ impl Engine {
             carrel_core::fs::create_dir_mode(&dir, 0o700)
                 .map_err(|e| EngineError::io("creating lock directory", &dir, e))?;
         }
-        let path = dir.join(format!("{name}.lock"));
+        let path = dir.join(name);
         loop {
             let lock =
                 FileLock::lock(&path).map_err(|e| EngineError::io("locking volume", &path, e))?;
@@ -264,6 +264,11 @@ impl Engine {
             self.check_new(&name, given.is_some(), &driver, req)?;
             return Err(EngineError::InvalidArgument(format!(
                 "create {name}: invalid volume name"
+            )));
+        }
+        if name.len() > 255 {
+            return Err(EngineError::InvalidArgument(format!(
+                "create {name}: volume name is longer than a file name may be (255 bytes)"
             )));
         }
         let lock = self.volume_lock(&name)?;
@@ -576,31 +581,63 @@ impl Engine {
             .map_err(|e| EngineError::io("removing volume directory", &trash, e))
     }
 
-    /// Measure the disk usage of a volume's `_data` (blocks used, hardlinks once, not crossing
-    /// into other filesystems) and cache it in the `volumes` table for `system df`. Called after
-    /// a container that uses the volume exits. A driver-backed volume is not walked (its
-    /// filesystem may be remote, and `system df` does not count it): 0.
+    /// Measure the size of a volume's `_data` as Docker does (the apparent sizes of everything
+    /// but directories, hardlinks once, symlinks not followed, other filesystems not entered)
+    /// and cache it in the `volumes` table for `system df`. Called after a container that uses
+    /// the volume exits. A driver-backed volume is not walked (its filesystem may be remote, and
+    /// `system df` does not count it): 0.
     pub fn volume_measure(&self, name: &str) -> Result<u64> {
         let v = self.volume_get(name)?;
-        let quota = match local::quota_size(&v.options) {
-            Ok(Some(_)) => quota::get_quota(&v.mountpoint).ok().flatten(),
-            _ => None,
-        };
         let size = if v.needs_mount() {
             0
-        } else if let Some((_, used)) = quota {
-            // The project quota keeps the count: no walk needed.
-            used
         } else {
-            match carrel_core::fs::disk_usage(&v.mountpoint) {
-                Ok(s) => s,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-                Err(e) => return Err(EngineError::io("measuring volume", &v.mountpoint, e)),
-            }
+            content_size(&v.mountpoint)
+                .map_err(|e| EngineError::io("measuring volume", &v.mountpoint, e))?
         };
         let now = carrel_meta::now_nanos();
         self.meta()
             .write(|tx| rows::set_size(tx, name, size, now))?;
         Ok(size)
     }
+}
+
+/// Docker's volume size (`directory.Size`): apparent sizes of all non-directories below `dir`,
+/// each inode once, without following symlinks or entering other filesystems. A missing
+/// directory is 0.
+pub(crate) fn content_size(dir: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let root = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let m = match entry.metadata() {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if m.dev() != root.dev() {
+                continue;
+            }
+            if m.is_dir() {
+                stack.push(entry.path());
+                continue;
+            }
+            if seen.insert(m.ino()) {
+                total += m.len();
+            }
+        }
+    }
+    Ok(total)
 }

@@ -37,7 +37,7 @@ impl Engine {
             if !filter.matches(&v, refs.get(&v.name).copied().unwrap_or(0)) {
                 continue;
             }
-            let size = carrel_core::fs::disk_usage(&v.mountpoint).unwrap_or(0);
+            let size = crate::volumes::content_size(&v.mountpoint).unwrap_or(0);
             match self.volume_remove(&v.name, false) {
                 Ok(()) => {
                     report.deleted.push(v.name);

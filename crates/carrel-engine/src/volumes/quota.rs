@@ -61,7 +61,6 @@ struct FsDiskQuota {
 const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801c_581f;
 const FS_IOC_FSSETXATTR: libc::c_ulong = 0x401c_5820;
 const FS_XFLAG_PROJINHERIT: u32 = 0x0000_0200;
-const Q_XGETQUOTA: u32 = (('X' as u32) << 8) + 3;
 const Q_XSETQLIM: u32 = (('X' as u32) << 8) + 4;
 const PRJQUOTA: u32 = 2;
 const FS_DQUOT_VERSION: i8 = 1;
@@ -211,19 +210,6 @@ pub(crate) fn set_quota(engine: &Engine, data: &Path, bytes: u64) -> Result<()> 
         .map_err(|e| EngineError::io("setting the quota of", data, e))?;
     tracing::debug!(path = %data.display(), project = x.projid, bytes, "volume quota set");
     Ok(())
-}
-
-/// The limit and usage (bytes) of the project of `data`, if it has one.
-pub(crate) fn get_quota(data: &Path) -> Result<Option<(u64, u64)>> {
-    let fd = open_dir(data)?;
-    let x = get_xattr(fd.as_fd()).map_err(|e| EngineError::io("reading project id of", data, e))?;
-    if x.projid == 0 {
-        return Ok(None);
-    }
-    let mut q = FsDiskQuota::default();
-    quotactl(fd.as_fd(), data, Q_XGETQUOTA, x.projid, &mut q)
-        .map_err(|e| EngineError::io("reading the quota of", data, e))?;
-    Ok(Some((q.blk_hardlimit * 512, q.bcount * 512)))
 }
 
 #[cfg(test)]

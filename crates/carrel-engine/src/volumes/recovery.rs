@@ -246,9 +246,7 @@ impl Engine {
         };
         for e in entries.flatten() {
             let file = e.file_name().to_string_lossy().into_owned();
-            let Some(name) = file.strip_suffix(".lock") else {
-                continue;
-            };
+            let name = file.as_str();
             if known.contains(name) || !carrel_core::fs::is_plain_name(name.as_ref()) {
                 continue;
             }

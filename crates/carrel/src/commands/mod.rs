@@ -6,6 +6,7 @@ mod images;
 mod lifecycle;
 mod monitor;
 mod system;
+mod volumes;
 
 use std::io::{BufRead, Write};
 
@@ -13,7 +14,9 @@ use anyhow::Result;
 
 use carrel_engine::{Engine, EngineOptions};
 
-use crate::cli::{Cli, Command, ContainerCommand, GlobalOptions, ImageCommand, SystemCommand};
+use crate::cli::{
+    Cli, Command, ContainerCommand, GlobalOptions, ImageCommand, SystemCommand, VolumeCommand,
+};
 
 /// An explicit exit status for a command that already printed its errors.
 #[derive(Debug)]
@@ -103,6 +106,17 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::System(c) => match c {
             SystemCommand::Info(a) => system::info(&open(g)?, &a),
             SystemCommand::Check(a) => system::check(&open(g)?, &a),
+            SystemCommand::Df(a) => system::df(&open(g)?, &a),
+            SystemCommand::Prune(a) => system::prune(&open(g)?, &a),
+        },
+        Command::Volume(c) => match c {
+            VolumeCommand::Create(a) => volumes::create(&open(g)?, &a),
+            VolumeCommand::Ls(a) => volumes::list(&open(g)?, &a),
+            VolumeCommand::Inspect(a) => volumes::inspect(&open(g)?, &a),
+            VolumeCommand::Rm(a) => volumes::remove(&open(g)?, &a),
+            VolumeCommand::Prune(a) => volumes::prune(&open(g)?, &a),
+            VolumeCommand::Export(a) => volumes::export(&open(g)?, &a),
+            VolumeCommand::Import(a) => volumes::import(&open(g)?, &a),
         },
     }
 }
