@@ -611,3 +611,36 @@ fn system_prune_removes_stopped_containers_anonymous_volumes_and_dangling_images
         "{df}"
     );
 }
+
+#[test]
+fn export_pauses_running_users_and_import_needs_force() {
+    let t = TestRoot::new("vol-pause");
+    busybox(&t);
+    t.ok(&["volume", "create", "live"]);
+    std::fs::write(t.path("volumes/live/_data/f"), b"x").unwrap();
+    let id = t
+        .ok(&["run", "-d", "busybox", "sleep", "1000"])
+        .trim()
+        .to_string();
+    add_ref(&t, "live", &id);
+    let tar = t.scratch("live.tar");
+    let tar = tar.to_str().unwrap();
+    let out = t.run(&["-D", "volume", "export", "-o", tar, "live"]);
+    assert!(out.success(), "{out:?}");
+    assert!(out.stderr.contains("paused for export"), "{out:?}");
+    // Thawed afterwards: the container still runs processes.
+    t.ok(&["exec", &id, "true"]);
+    let out = t.run(&["-D", "volume", "export", "--no-pause", "-o", tar, "live"]);
+    assert!(
+        out.success() && !out.stderr.contains("paused for export"),
+        "{out:?}"
+    );
+    assert_eq!(
+        one_line_error(&t.fail(&["volume", "import", "live", tar])),
+        format!(
+            "Error: volume live is in use by running container(s) [{id}]: stop them first, or import with --force"
+        )
+    );
+    t.ok(&["volume", "import", "--force", "live", tar]);
+    t.ok(&["rm", "-f", &id]);
+}
