@@ -97,7 +97,7 @@ impl Engine {
             blob: Some((diff_id.clone(), MEDIA_LAYER_TAR.to_string())),
         };
         let content = self.content().clone();
-        let outcome = self.ensure_layer(lease, &spec, &mut || {
+        let outcome = self.ensure_layer(lease, &spec, &|| {
             Ok(Box::new(content.open_blob(&diff_id)?) as Box<dyn Read + Send>)
         })?;
 

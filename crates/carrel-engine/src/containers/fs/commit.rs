@@ -229,7 +229,7 @@ impl Engine {
             };
             let content = self.content().clone();
             let blob = diff_id.clone();
-            let outcome = self.ensure_layer(lease, &spec, &mut || {
+            let outcome = self.ensure_layer(lease, &spec, &|| {
                 Ok(Box::new(content.open_blob(&blob)?) as Box<dyn Read + Send>)
             })?;
             layers.push(chain);
