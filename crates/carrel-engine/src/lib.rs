@@ -8,6 +8,7 @@
 
 pub mod containers;
 pub mod error;
+pub mod events;
 pub mod gc;
 pub mod images;
 pub mod info;

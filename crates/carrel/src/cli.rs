@@ -78,6 +78,8 @@ pub enum Command {
     /// Run a container's monitor (internal: carrel starts it for every running container).
     #[command(hide = true)]
     ContainerMonitor(ContainerMonitorArgs),
+    /// Serve the Docker Engine API on a unix socket, so Docker's own tools drive carrel.
+    Serve(ServeArgs),
     /// Create a new container.
     #[command(disable_help_flag = true)]
     Create(CreateArgs),
@@ -119,6 +121,14 @@ pub enum Command {
     Attach(AttachArgs),
     /// Execute a command in a running container.
     Exec(ExecArgs),
+}
+
+/// `carrel serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Where to listen: `unix:///path.sock` (mode 0660, owned by root).
+    #[arg(short = 'H', long = "host", default_value = "unix:///run/carrel.sock", value_name = "ADDRESS")]
+    pub host: String,
 }
 
 /// `carrel container-monitor` (hidden): the per-container monitor process.

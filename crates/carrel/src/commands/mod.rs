@@ -5,6 +5,7 @@ mod containers;
 mod images;
 mod lifecycle;
 mod monitor;
+mod serve;
 mod system;
 mod volumes;
 
@@ -102,6 +103,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Export(a) => containerfs::export(g, &a),
         Command::Cp(a) => containerfs::cp(&open(g)?, &a),
         Command::ContainerMonitor(a) => monitor::run(g, &a),
+        Command::Serve(a) => serve::run(open(g)?, &a),
         Command::Info(a) => system::info(&open(g)?, &a),
         Command::System(c) => match c {
             SystemCommand::Info(a) => system::info(&open(g)?, &a),
