@@ -326,6 +326,9 @@ impl Engine {
             s.error = exit.error.clone();
             Ok(())
         })?;
+        if let Ok(c) = self.resolve_container(id) {
+            self.emit_container_event(&c, "die", &[("exitCode", exit.exit_code.to_string())]);
+        }
         Ok(())
     }
 
@@ -376,8 +379,11 @@ impl ContainerHooks for StoreHooks<'_> {
                 s.error.clear();
                 Ok(())
             })
-            .map(|_| ())
-            .map_err(hook_error)
+            .map_err(hook_error)?;
+        if let Ok(c) = self.engine.resolve_container(&self.id) {
+            self.engine.emit_container_event(&c, "start", &[]);
+        }
+        Ok(())
     }
 
     fn on_start_failed(&self, exit: &ExitInfo) -> std::result::Result<(), RunError> {

@@ -399,6 +399,9 @@ impl Engine {
             return Err(e);
         }
         tracing::debug!(id = &id[..12], "container created");
+        if let Ok(c) = self.resolve_container(&id) {
+            self.emit_container_event(&c, "create", &[]);
+        }
         Ok(CreateResponse {
             id,
             warnings: Vec::new(),
@@ -495,6 +498,9 @@ impl Engine {
             .write(|tx| leases::add_resource(tx, lease.id(), "container", &c.id))?;
         let result = self.discard_container(&c.id);
         lease.release(self.meta())?;
+        if result.is_ok() {
+            self.emit_container_event(&c, "destroy", &[]);
+        }
         result
     }
 

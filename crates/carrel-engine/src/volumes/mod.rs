@@ -318,6 +318,7 @@ impl Engine {
         }
         drop(lock);
         tracing::debug!(volume = %name, "volume created");
+        self.emit_volume_event(&name, "create", &[]);
         Ok(self.volume_from_row(row))
     }
 
@@ -558,6 +559,7 @@ impl Engine {
                 }
                 lock.unlink();
                 tracing::debug!(volume = name, "volume removed");
+                self.emit_volume_event(name, "destroy", &[]);
                 Ok(())
             }
         }
