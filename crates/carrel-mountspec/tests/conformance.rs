@@ -1,5 +1,5 @@
 //! Data-driven conformance: every case of `mount-vectors.json` and `scenarios.json`
-//! (shared/conformance, or `$CARREL_CONFORMANCE_DIR`) run through the CLI layer and/or the daemon
+//! (`testdata/conformance`, copied unchanged from the project's shared facts, or `$CARREL_CONFORMANCE_DIR`) run through the CLI layer and/or the daemon
 //! layer, asserting the normalized result or Docker's exact error at the right stage.
 //!
 //! The files are loaded as they are; a missing file fails the test.
@@ -98,7 +98,7 @@ const ENGINE: &[(&str, &str)] = &[
 fn conformance_dir() -> PathBuf {
     match std::env::var_os("CARREL_CONFORMANCE_DIR") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/conformance"),
     }
 }
 
