@@ -2,7 +2,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -98,6 +98,32 @@ impl KernelMounter {
                 target,
             ),
             Mount::Tmpfs { options } => mount_tmpfs(options, target_fd, target),
+        }
+    }
+}
+
+impl KernelMounter {
+    /// Make `mount` as a detached mount (not attached anywhere; an `fsmount`/`open_tree`
+    /// descriptor) and return its descriptor: a directory handle on the new mount's root that
+    /// paths can be resolved under (e.g. with `openat2(RESOLVE_IN_ROOT)`), and that can be
+    /// attached later with `move_mount`. The mount lives as long as the descriptor (and what is
+    /// attached from it): nothing is ever left mounted, and nothing propagates to other mount
+    /// namespaces. Bind mounts get their propagation only once attached, so it is ignored here.
+    pub fn mount_detached(&self, mount: &Mount) -> Result<OwnedFd, MountError> {
+        let target = Path::new("<detached>");
+        match mount {
+            Mount::Overlay(o) => overlay_fsmount(
+                o,
+                !self.force_classic_overlay && lowerdir_plus_supported(),
+                target,
+            ),
+            Mount::Bind {
+                source,
+                readonly,
+                recursive,
+                ..
+            } => bind_tree(source, *readonly, *recursive, target),
+            Mount::Tmpfs { options } => tmpfs_fsmount(options, target),
         }
     }
 }
@@ -221,11 +247,30 @@ fn mount_overlay(
     target_fd: BorrowedFd<'_>,
     target: &Path,
 ) -> Result<(), MountError> {
+    let mnt = overlay_fsmount(o, true, target)?;
+    attach(&mnt, target_fd, target)
+}
+
+/// A detached overlay mount (`fsopen`/`fsconfig`/`fsmount`): one `lowerdir+` per layer, or one
+/// classic `lowerdir` string (full paths, escaped) without `plus`.
+fn overlay_fsmount(o: &OverlayMount, plus: bool, target: &Path) -> Result<OwnedFd, MountError> {
     check_overlay(o, target)?;
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(|e| MountError::sys(target, "fsopen(overlay)", e))?;
-    for l in &o.lower {
-        fsconfig_str(&fs, "lowerdir+", l, target)?;
+    if plus {
+        for l in &o.lower {
+            fsconfig_str(&fs, "lowerdir+", l, target)?;
+        }
+    } else {
+        let mut lower = Vec::new();
+        for (i, l) in o.lower.iter().enumerate() {
+            if i > 0 {
+                lower.push(b':');
+            }
+            lower.extend(escape_classic(l));
+        }
+        let lower = PathBuf::from(std::ffi::OsString::from_vec(lower));
+        fsconfig_str(&fs, "lowerdir", &lower, target)?;
     }
     if let (Some(upper), Some(work)) = (&o.upper, &o.work) {
         fsconfig_str(&fs, "upperdir", upper, target)?;
@@ -250,9 +295,8 @@ fn mount_overlay(
     } else {
         MountAttrFlags::empty()
     };
-    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
-        .map_err(|e| MountError::sys(target, format!("fsmount(overlay){}", fs_log(&fs)), e))?;
-    attach(&mnt, target_fd, target)
+    rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+        .map_err(|e| MountError::sys(target, format!("fsmount(overlay){}", fs_log(&fs)), e))
 }
 
 /// Escape a path for classic overlay option data (`\`, `,` and `:` are special).
@@ -357,6 +401,30 @@ fn mount_bind(
     target_fd: BorrowedFd<'_>,
     target: &Path,
 ) -> Result<(), MountError> {
+    let tree = bind_tree(source, readonly, recursive, target)?;
+    attach(&tree, target_fd, target)?;
+    if let Some(p) = propagation {
+        sys::mount_setattr(
+            tree.as_fd(),
+            recursive,
+            MountAttrChange {
+                propagation: Some(p),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| MountError::sys(target, format!("mount_setattr(propagation {p:?})"), e))?;
+    }
+    Ok(())
+}
+
+/// A detached clone of `source` (with its submounts when `recursive`), read-only (all of it)
+/// when asked.
+fn bind_tree(
+    source: &Path,
+    readonly: bool,
+    recursive: bool,
+    target: &Path,
+) -> Result<OwnedFd, MountError> {
     let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
     if recursive {
         flags |= OpenTreeFlags::AT_RECURSIVE;
@@ -374,19 +442,7 @@ fn mount_bind(
         )
         .map_err(|e| MountError::sys(target, "mount_setattr(rdonly)", e))?;
     }
-    attach(&tree, target_fd, target)?;
-    if let Some(p) = propagation {
-        sys::mount_setattr(
-            tree.as_fd(),
-            recursive,
-            MountAttrChange {
-                propagation: Some(p),
-                ..Default::default()
-            },
-        )
-        .map_err(|e| MountError::sys(target, format!("mount_setattr(propagation {p:?})"), e))?;
-    }
-    Ok(())
+    Ok(tree)
 }
 
 /// Split tmpfs options into mount attributes and filesystem parameters.
@@ -424,6 +480,12 @@ fn mount_tmpfs(
     target_fd: BorrowedFd<'_>,
     target: &Path,
 ) -> Result<(), MountError> {
+    let mnt = tmpfs_fsmount(options, target)?;
+    attach(&mnt, target_fd, target)
+}
+
+/// A detached tmpfs with `options`.
+fn tmpfs_fsmount(options: &[String], target: &Path) -> Result<OwnedFd, MountError> {
     let (attrs, params) = split_tmpfs_options(options);
     let fs = rustix::mount::fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC)
         .map_err(|e| MountError::sys(target, "fsopen(tmpfs)", e))?;
@@ -441,9 +503,8 @@ fn mount_tmpfs(
             e,
         )
     })?;
-    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
-        .map_err(|e| MountError::sys(target, "fsmount(tmpfs)", e))?;
-    attach(&mnt, target_fd, target)
+    rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+        .map_err(|e| MountError::sys(target, "fsmount(tmpfs)", e))
 }
 
 #[cfg(test)]

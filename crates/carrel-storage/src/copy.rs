@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -247,6 +247,26 @@ pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<CopyStats> {
     let st = rustix::fs::fstat(&src_fd)?;
     rustix::fs::mkdir(dst, Mode::from_raw_mode(0o700))?;
     let dst_fd = open_dir_nofollow(rustix::fs::CWD, dst)?;
+    let mut c = Copier {
+        dst_root: dst_fd.try_clone()?,
+        links: HashMap::new(),
+        stats: CopyStats::default(),
+    };
+    c.copy_dir(&src_fd, &dst_fd, Path::new(""))?;
+    finish_fd(&src_fd, &dst_fd, &st)?;
+    Ok(c.stats)
+}
+
+/// Copy the entries of the open directory `src` into the existing (empty) directory `dst` as
+/// [`copy_tree`] copies a tree, then give `dst` the owner, mode, extended attributes and times of
+/// `src`. Both are descriptors (opened `O_RDONLY | O_DIRECTORY`), so a caller that resolved them
+/// inside a root (a container's image, a volume) never has a path re-resolved: populating a
+/// volume from image content uses this. Entries are created with `O_EXCL`/`mkdirat`, so nothing
+/// already in `dst` is ever written through or replaced.
+pub fn copy_dir_into(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<CopyStats> {
+    let src_fd = rustix::io::fcntl_dupfd_cloexec(src, 0)?;
+    let dst_fd = rustix::io::fcntl_dupfd_cloexec(dst, 0)?;
+    let st = rustix::fs::fstat(&src_fd)?;
     let mut c = Copier {
         dst_root: dst_fd.try_clone()?,
         links: HashMap::new(),

@@ -279,7 +279,7 @@ impl Engine {
     /// not followed unless the path ends with `/` or `/.`).
     pub fn container_stat_path(&self, name: &str, path: &str) -> Result<PathStat> {
         let c = self.resolve_container(name)?;
-        let view = self.container_view(&c, Access::ReadOnly)?;
+        let view = self.container_view_with_mounts(&c, Access::ReadOnly)?;
         stat::stat_path(view.root(), path).map_err(|e| stat_error(e, path, name))
     }
 
@@ -294,7 +294,7 @@ impl Engine {
         opts: &CopyFromOptions,
     ) -> Result<(PathStat, CopyStream)> {
         let c = self.resolve_container(name)?;
-        let view = self.container_view(&c, Access::ReadOnly)?;
+        let view = self.container_view_with_mounts(&c, Access::ReadOnly)?;
         let mut st = stat::stat_path(view.root(), path).map_err(|e| stat_error(e, path, name))?;
         let abs = clean_absolute(&Path::new("/").join(path));
         let mut follow = asserts_directory(path);
@@ -372,7 +372,7 @@ impl Engine {
         opts: &CopyToOptions,
     ) -> Result<()> {
         let c = self.resolve_container(name)?;
-        let view = self.container_view(&c, Access::ReadWrite)?;
+        let view = self.container_view_with_mounts(&c, Access::ReadWrite)?;
         let abs = clean_absolute(&Path::new("/").join(dest));
         // Docker's order: the destination must exist and be a directory, then the rootfs must
         // be writable.
@@ -380,7 +380,10 @@ impl Engine {
             Ok(_) => {}
             Err(e) => return Err(dest_error(e, dest, name)),
         }
-        if c.spec.host_config.readonly_rootfs {
+        // A copy into a writable volume or bind is fine on a read-only root; into a read-only
+        // one it is refused (Docker's `checkIfPathIsInAVolume`).
+        let to_volume = self.path_in_mount(&c, &abs)?;
+        if !to_volume && c.spec.host_config.readonly_rootfs {
             return Err(EngineError::Permission(
                 "container rootfs is marked read-only".into(),
             ));

@@ -239,8 +239,9 @@ impl Engine {
         }
     }
 
-    /// The mounts of a container as `inspect` shows them (volumes, binds and tmpfs).
-    pub fn container_mount_points(&self, _c: &Container) -> Vec<MountPoint> {
-        Vec::new()
+    /// The mounts of a container as `inspect` shows them (volumes, binds and `--mount` tmpfs;
+    /// see [`Engine::mount_points`]).
+    pub fn container_mount_points(&self, c: &Container) -> Vec<MountPoint> {
+        self.mount_points(c)
     }
 }

@@ -59,6 +59,8 @@ impl Engine {
         let paths = self.snapshotter().paths(&c.snapshot)?;
         let mut args = vec![c.spec.path.clone()];
         args.extend(c.spec.args.iter().cloned());
+        // Last, as it mounts volumes (released again if the start fails).
+        let user_mounts = self.plan_run_mounts(c)?;
         Ok(RunPlan {
             id: c.id.clone(),
             bundle: dir.clone(),
@@ -86,6 +88,8 @@ impl Engine {
             ),
             network,
             mounts: Vec::new(),
+            user_mounts: user_mounts.mounts,
+            rootfs_propagation: user_mounts.rootfs_propagation,
             runtime,
             log_path: dir.join(format!("{}-json.log", c.id)),
             auto_remove: hc.auto_remove,
@@ -125,7 +129,10 @@ impl Engine {
         // A previous run's monitor may still be finishing (unmounting, deleting runtime state).
         client::wait_monitor(&dir, Some(Duration::from_secs(10)));
         let plan = self.run_plan(&c)?;
-        plan.save(&dir)?;
+        if let Err(e) = plan.save(&dir) {
+            self.release_container_volumes(&c.id, c.spec.mounts.as_ref(), false);
+            return Err(e.into());
+        }
         tracing::debug!(id = c.short_id(), "run plan written; spawning the monitor");
         let mut cmd = Command::new(monitor_program);
         cmd.arg("--root")
@@ -141,7 +148,11 @@ impl Engine {
                 );
                 Ok(Some(handle))
             }
-            Err(e) => Err(start_error(e)),
+            Err(e) => {
+                // The monitor released them if it ran; releasing twice is harmless.
+                self.release_container_volumes(&c.id, c.spec.mounts.as_ref(), false);
+                Err(start_error(e))
+            }
         }
     }
 
@@ -303,6 +314,8 @@ impl Engine {
             ..Default::default()
         });
         self.record_exit(&c.id, &exit)?;
+        // The monitor that died could not release the container's volumes.
+        self.release_container_volumes(&c.id, c.spec.mounts.as_ref(), true);
         let auto_remove = c.spec.host_config.auto_remove;
         if auto_remove {
             self.container_remove(&c.id, false, true)?;
@@ -360,6 +373,16 @@ impl<'a> StoreHooks<'a> {
             id: id.to_string(),
         }
     }
+
+    /// Release the container's volumes after a run (and measure them when it ran).
+    fn release_volumes(&self, measure: bool) {
+        match self.engine.resolve_container(&self.id) {
+            Ok(c) => self
+                .engine
+                .release_container_volumes(&c.id, c.spec.mounts.as_ref(), measure),
+            Err(e) => tracing::warn!(error = %e, "cannot release the container's volumes"),
+        }
+    }
 }
 
 fn hook_error(e: EngineError) -> RunError {
@@ -387,6 +410,7 @@ impl ContainerHooks for StoreHooks<'_> {
     }
 
     fn on_start_failed(&self, exit: &ExitInfo) -> std::result::Result<(), RunError> {
+        self.release_volumes(false);
         self.engine
             .update_container_state(&self.id, |s| {
                 // Docker keeps a container that failed to start as `created`, with the error.
@@ -404,7 +428,9 @@ impl ContainerHooks for StoreHooks<'_> {
 
     fn on_exited(&self, exit: &ExitInfo) -> std::result::Result<(), RunError> {
         tracing::debug!(code = exit.exit_code, "recording the exit");
-        self.engine.record_exit(&self.id, exit).map_err(hook_error)
+        let recorded = self.engine.record_exit(&self.id, exit).map_err(hook_error);
+        self.release_volumes(true);
+        recorded
     }
 
     fn on_auto_remove(&self) -> std::result::Result<(), RunError> {

@@ -113,8 +113,24 @@ impl Engine {
                 && (filter.ancestor.is_empty() || ancestors.contains(&c.image_id))
                 && before.is_none_or(|t| c.created < t)
                 && since.is_none_or(|t| c.created > t)
+                && (filter.volume.is_empty() || self.mounts_match(c, &filter.volume))
         });
         Ok(list)
+    }
+
+    /// Docker's `volume=` filter: a mount of the container has one of `values` as its
+    /// destination, or as its volume name (its source for a bind).
+    fn mounts_match(&self, c: &Container, values: &[String]) -> bool {
+        let points = self.mount_points(c);
+        values.iter().any(|v| {
+            points.iter().any(|m| {
+                &m.destination == v
+                    || match &m.name {
+                        Some(name) => name == v,
+                        None => &m.source == v,
+                    }
+            })
+        })
     }
 
     /// `carrel container prune`: remove stopped containers matching `label` filters. Returns

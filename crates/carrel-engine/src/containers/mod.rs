@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod lifecycle;
 pub mod list;
 pub mod monitor;
+pub mod mounts;
 pub mod names;
 pub mod runtime;
 pub mod spec;
@@ -41,6 +42,10 @@ pub struct ContainerSpec {
     pub path: String,
     /// Its arguments.
     pub args: Vec<String>,
+    /// Its volumes, binds and tmpfs as planned at create (volume names resolved, anonymous
+    /// ones included); `None` when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mounts: Option<carrel_mountspec::MountPlan>,
 }
 
 /// A container as stored.
@@ -238,16 +243,6 @@ fn normalize_host_config(hc: &mut HostConfig) -> Result<()> {
             "--privileged is not supported by carrel".into(),
         ));
     }
-    let has_mounts = hc.binds.as_ref().is_some_and(|b| !b.is_empty())
-        || hc.mounts.as_ref().is_some_and(|m| !m.is_empty())
-        || hc.tmpfs.as_ref().is_some_and(|t| !t.is_empty())
-        || hc.volumes_from.as_ref().is_some_and(|v| !v.is_empty());
-    if has_mounts {
-        return Err(EngineError::InvalidArgument(
-            "volumes, bind mounts and tmpfs mounts are not supported by this carrel build yet"
-                .into(),
-        ));
-    }
     if hc.shm_size == 0 {
         hc.shm_size = types::DEFAULT_SHM_SIZE;
     }
@@ -362,11 +357,23 @@ impl Engine {
         }
         let image = self.resolve_image(&config.image)?;
         let image_config = self.image_config(&image)?;
-        merge_image_config(
-            &mut config,
-            &image_config.config.clone().unwrap_or_default(),
-        );
+        let run_config = image_config.config.clone().unwrap_or_default();
+        // The request's own anonymous volumes, before the image's are merged in.
+        let user_volumes = config.volumes.clone();
+        merge_image_config(&mut config, &run_config);
         normalize_host_config(&mut host_config)?;
+        // Every mount is validated (Docker's create-time errors, duplicates) before anything is
+        // made.
+        let image_volumes: Vec<String> = run_config
+            .volumes
+            .as_ref()
+            .map(|v| v.keys().cloned().collect())
+            .unwrap_or_default();
+        let mount_plan = self.plan_container_mounts(
+            &mounts::mount_request(user_volumes.as_ref(), &host_config),
+            &image_volumes,
+        )?;
+        let warnings = mount_plan.warnings.clone();
         let mut words: Vec<String> = config.entrypoint.clone().unwrap_or_default();
         words.extend(config.cmd.clone().unwrap_or_default());
         if words.is_empty() {
@@ -377,11 +384,12 @@ impl Engine {
         if config.hostname.is_empty() {
             config.hostname = id[..12].to_string();
         }
-        let spec = ContainerSpec {
+        let mut spec = ContainerSpec {
             config,
             host_config,
             path,
             args: words,
+            mounts: (!mount_plan.mounts.is_empty()).then_some(mount_plan),
         };
         let Some(top) = image.layers.last().cloned() else {
             return Err(EngineError::InvalidArgument(format!(
@@ -391,23 +399,32 @@ impl Engine {
         };
 
         let lease = self.lease("container create")?;
-        let result = self.create_under(&lease, &id, name, &image.id, &top, &spec);
+        let mut anonymous = Vec::new();
+        let result = self.create_under(
+            &lease,
+            &id,
+            name,
+            &image.id,
+            &top,
+            &mut spec,
+            &mut anonymous,
+        );
         lease.release(self.meta())?;
         if let Err(e) = result {
-            // Roll back whatever was made: the row, the snapshot, the directory.
+            // Roll back whatever was made: the row (and with it the volume references), the
+            // snapshot, the directory, then the anonymous volumes made for it.
             self.discard_container(&id)?;
+            self.discard_anonymous_volumes(&anonymous, None);
             return Err(e);
         }
         tracing::debug!(id = &id[..12], "container created");
         if let Ok(c) = self.resolve_container(&id) {
             self.emit_container_event(&c, "create", &[]);
         }
-        Ok(CreateResponse {
-            id,
-            warnings: Vec::new(),
-        })
+        Ok(CreateResponse { id, warnings })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn create_under(
         &self,
         lease: &carrel_meta::Lease,
@@ -415,8 +432,26 @@ impl Engine {
         mut name: String,
         image_id: &Digest,
         top: &Digest,
-        spec: &ContainerSpec,
+        spec: &mut ContainerSpec,
+        anonymous: &mut Vec<String>,
     ) -> Result<()> {
+        // Volumes: the image's content (to check anonymous volumes and populate empty ones),
+        // then every volume made or found, listed under the lease until the row references it.
+        let view = match &spec.mounts {
+            Some(p) if mounts::needs_image(p) => Some(self.image_view(top)?),
+            _ => None,
+        };
+        if let (Some(p), Some(v)) = (&spec.mounts, &view) {
+            self.check_volumes_over_files(p, v)?;
+        }
+        if let Some(p) = spec.mounts.as_mut() {
+            *anonymous = self.ensure_plan_volumes(p, lease)?;
+        }
+        let volumes = spec
+            .mounts
+            .as_ref()
+            .map(mounts::volume_names)
+            .unwrap_or_default();
         let now = carrel_meta::now_nanos();
         let state = serde_json::to_string(&State::default()).unwrap_or_default();
         let spec_json = serde_json::to_string(spec).unwrap_or_default();
@@ -437,17 +472,32 @@ impl Engine {
             };
             let inserted = self.meta().write(|tx| {
                 if let Some(other) = rows::get_by_name(tx, &row.name)? {
-                    return Ok(Err(other.id));
+                    return Ok(Err(Some(other.id)));
                 }
                 leases::add_resource(tx, lease.id(), "container", id)?;
                 leases::add_resource(tx, lease.id(), "snapshot", id)?;
                 rows::insert(tx, &row)?;
+                // The volumes it uses, checked and referenced with the row (the references go
+                // when the row does).
+                for v in &volumes {
+                    if carrel_meta::volumes::get(tx, v)?.is_none() {
+                        return Ok(Err(None));
+                    }
+                    carrel_meta::volumes::add_ref(tx, v, id)?;
+                }
                 Ok(Ok(()))
             })?;
             match inserted {
                 Ok(()) => break,
+                Err(None) => {
+                    // Listed under the lease, a volume cannot go; this is a bug if it happens.
+                    return Err(EngineError::NotFound(format!(
+                        "a volume of container {} was removed while it was being created",
+                        &id[..12]
+                    )));
+                }
                 Err(_) if generated && attempt < 10 => attempt += 1,
-                Err(other) => {
+                Err(Some(other)) => {
                     return Err(EngineError::Conflict(format!(
                         "Conflict. The container name \"/{name}\" is already in use by container \"{other}\". You have to remove (or rename) that container to be able to reuse that name."
                     )));
@@ -459,6 +509,9 @@ impl Engine {
         let dir = self.container_dir(id);
         carrel_core::fs::create_dir_mode(&dir, 0o710)
             .map_err(|e| EngineError::io("creating container directory", &dir, e))?;
+        if let (Some(p), Some(v)) = (&spec.mounts, &view) {
+            self.populate_volumes(id, p, v)?;
+        }
         Ok(())
     }
 
@@ -492,16 +545,22 @@ impl Engine {
             }
             self.kill_for_removal(&c)?;
         }
-        let _ = volumes;
         let lease = self.lease("container remove")?;
         self.meta()
             .write(|tx| leases::add_resource(tx, lease.id(), "container", &c.id))?;
+        // Whatever this container still holds of its volumes (a driver-backed volume stays
+        // mounted for a user until released).
+        self.release_container_volumes(&c.id, c.spec.mounts.as_ref(), false);
         let result = self.discard_container(&c.id);
         lease.release(self.meta())?;
         if result.is_ok() {
             self.emit_container_event(&c, "destroy", &[]);
         }
-        result
+        result?;
+        if volumes {
+            self.remove_container_volumes(c.spec.mounts.as_ref());
+        }
+        Ok(())
     }
 
     /// `carrel rename`.

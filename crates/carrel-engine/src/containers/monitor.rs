@@ -351,6 +351,8 @@ struct Monitor {
     plan: RunPlan,
     _lock: FileLock,
     mounted: bool,
+    /// The user mounts' pinned sources, staged under the container directory.
+    staged: super::mounts::StagedMounts,
     listener: Option<UnixListener>,
     clients: Vec<Client>,
     output: Output,
@@ -398,6 +400,7 @@ impl Monitor {
             plan,
             _lock: lock,
             mounted: false,
+            staged: Default::default(),
             listener: None,
             clients: Vec::new(),
             output: Output::Pipes {
@@ -455,6 +458,7 @@ impl Monitor {
             self.mounted = true;
         }
         self.plan.resolve_in_root()?;
+        self.staged = super::mounts::prepare_user_mounts(&mut self.plan, &self.dir)?;
         let plan = &self.plan;
         let spec = oci_spec(plan)?;
         write_config(&plan.bundle, &spec)?;
@@ -570,6 +574,8 @@ impl Monitor {
     }
 
     fn unmount(&mut self) {
+        // The staged sources of user mounts go before the root they were mounted for.
+        self.staged.release();
         if self.mounted {
             let m = KernelMounter::new();
             if let Err(e) = m.unmount(&self.plan.rootfs, false) {

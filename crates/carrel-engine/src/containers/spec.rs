@@ -185,9 +185,19 @@ pub struct RunPlan {
     /// Network mode.
     #[serde(default)]
     pub network: NetworkMode,
-    /// Extra mounts (volumes, binds, tmpfs), in OCI form, after the defaults.
+    /// Extra mounts in OCI form, after the defaults (the monitor adds the user's here once it
+    /// has set up [`RunPlan::user_mounts`]).
     #[serde(default)]
     pub mounts: Vec<Mount>,
+    /// The user's volumes, binds and tmpfs, in the order they are applied; the monitor pins
+    /// their sources and resolves their destinations inside the mounted root
+    /// ([`super::mounts::prepare_user_mounts`]).
+    #[serde(default)]
+    pub user_mounts: Vec<super::mounts::PlannedMount>,
+    /// Propagation of the root (`shared`, `rslave`) when a user mount needs it; `None`: the
+    /// runtime's default.
+    #[serde(default)]
+    pub rootfs_propagation: Option<String>,
     /// The OCI runtime.
     pub runtime: Runtime,
     /// The json-file log (`<container dir>/<id>-json.log`).
@@ -474,14 +484,16 @@ pub fn oci_spec(plan: &RunPlan) -> Result<Spec, RunError> {
             .map(|s| s.to_string())
             .collect()
     });
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources)
         .cgroups_path(plan.cgroups_path())
         .masked_paths(masked)
-        .readonly_paths(readonly)
-        .build()
-        .map_err(bad)?;
+        .readonly_paths(readonly);
+    if let Some(p) = &plan.rootfs_propagation {
+        linux = linux.rootfs_propagation(p.clone());
+    }
+    let linux = linux.build().map_err(bad)?;
 
     let mut mounts = default_mounts(plan.shm_size);
     // Docker's network files: writable unless the root is read-only.
@@ -495,13 +507,19 @@ pub fn oci_spec(plan: &RunPlan) -> Result<Spec, RunError> {
     if let Some(p) = &plan.hosts_path {
         mounts.push(etc_bind("/etc/hosts", p, etc_ro));
     }
-    // A user mount on a default destination replaces the default (as Docker does).
+    // A user mount on a default destination replaces the default, and one on `/dev` replaces
+    // every default below it too (as Docker does).
     let user_dests: HashSet<&Path> = plan
         .mounts
         .iter()
         .map(|m| m.destination().as_path())
         .collect();
-    mounts.retain(|m| !user_dests.contains(m.destination().as_path()));
+    let user_dev = user_dests.contains(Path::new("/dev"));
+    mounts.retain(|m| {
+        let dest = m.destination().as_path();
+        let under_user_dev = user_dev && dest.starts_with("/dev");
+        !(user_dests.contains(dest) || under_user_dev)
+    });
     mounts.extend(plan.mounts.iter().cloned());
 
     let root = RootBuilder::default()

@@ -98,107 +98,6 @@ impl Default for RestartPolicy {
     }
 }
 
-/// `HostConfig.Mounts[].BindOptions`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct BindOptions {
-    /// `private`, `rprivate`, `shared`, `rshared`, `slave`, `rslave`.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub propagation: String,
-    /// Do not bind submounts.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub non_recursive: bool,
-    /// Create the mount point on the host when missing.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub create_mountpoint: bool,
-    /// Read-only, but submounts keep their own mode.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub read_only_non_recursive: bool,
-    /// Fail instead of degrading when recursive read-only is impossible.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub read_only_force_recursive: bool,
-}
-
-/// `HostConfig.Mounts[].VolumeOptions.DriverConfig`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct DriverConfig {
-    /// Volume driver.
-    pub name: String,
-    /// Driver options.
-    pub options: Option<BTreeMap<String, String>>,
-}
-
-/// `HostConfig.Mounts[].VolumeOptions`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct VolumeOptions {
-    /// Do not copy image content into an empty volume.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub no_copy: bool,
-    /// Labels of a volume created for this mount.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub labels: Option<BTreeMap<String, String>>,
-    /// Driver of a volume created for this mount.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub driver_config: Option<DriverConfig>,
-    /// Mount this subdirectory of the volume.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub subpath: String,
-}
-
-/// `HostConfig.Mounts[].TmpfsOptions`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct TmpfsOptions {
-    /// Size in bytes (0: the default).
-    #[serde(skip_serializing_if = "is_zero")]
-    pub size_bytes: i64,
-    /// Mode of the tmpfs root.
-    #[serde(skip_serializing_if = "is_zero_u32")]
-    pub mode: u32,
-    /// Extra options (`[["noexec"], ["uid", "1000"]]`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub options: Option<Vec<Vec<String>>>,
-}
-
-fn is_zero(v: &i64) -> bool {
-    *v == 0
-}
-
-fn is_zero_u32(v: &u32) -> bool {
-    *v == 0
-}
-
-/// One entry of `HostConfig.Mounts` (the `--mount` flag).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub struct MountRequest {
-    /// `bind`, `volume`, `tmpfs`.
-    #[serde(rename = "Type")]
-    pub kind: String,
-    /// Host path or volume name.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub source: String,
-    /// Path in the container.
-    pub target: String,
-    /// Read-only.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub read_only: bool,
-    /// `consistent`, `cached`, `delegated` (ignored on Linux).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub consistency: String,
-    /// Bind options.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bind_options: Option<BindOptions>,
-    /// Volume options.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub volume_options: Option<VolumeOptions>,
-    /// Tmpfs options.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tmpfs_options: Option<TmpfsOptions>,
-}
-
 /// `HostConfig`: how to run it on this host (mounts, read-only root, runtime, clean-up).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -232,8 +131,8 @@ pub struct HostConfig {
     pub shm_size: i64,
     /// OCI runtime name or path.
     pub runtime: String,
-    /// `--mount` specs.
-    pub mounts: Option<Vec<MountRequest>>,
+    /// `--mount` specs (the Engine API's `Mount` objects, as the docker CLI sends them).
+    pub mounts: Option<Vec<carrel_mountspec::ApiMount>>,
     /// Initial console size `[height, width]`.
     pub console_size: [u32; 2],
     /// Paths masked in the container (Docker's defaults).

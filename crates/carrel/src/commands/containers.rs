@@ -9,7 +9,7 @@ use serde::Serialize;
 use carrel_core::units::{human_duration, human_size};
 use carrel_engine::Engine;
 use carrel_engine::containers::list::ContainerFilter;
-use carrel_engine::containers::types::{Config, CreateRequest, HostConfig, MountRequest};
+use carrel_engine::containers::types::{Config, CreateRequest, HostConfig};
 use carrel_engine::containers::{Container, status_text};
 
 use super::ExitStatus;
@@ -48,6 +48,38 @@ pub fn env_file(path: &std::path::Path) -> Result<Vec<String>> {
         }
     }
     Ok(out)
+}
+
+/// The mount flags (`-v`, `--mount`, `--tmpfs`, `--volumes-from`, `--read-only`, `--rm`) as the
+/// docker CLI turns them into request fields (`HostConfig.Binds`, `Mounts`, `Tmpfs`,
+/// `VolumesFrom`, `Config.Volumes`), with its errors: a `--mount` value it cannot parse reads
+/// `invalid argument "<value>" for "--mount" flag: <reason>`.
+fn mount_request(a: &CreateArgs) -> Result<carrel_mountspec::MountRequest> {
+    let cwd = std::env::current_dir()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "/".into());
+    let mut flags = carrel_mountspec::CliFlags::new(cwd);
+    for v in &a.volume {
+        flags.volume(v);
+    }
+    for m in &a.mount {
+        flags
+            .mount(m)
+            .map_err(|e| anyhow::anyhow!("{}", e.cli_text()))?;
+    }
+    for t in &a.tmpfs {
+        flags.tmpfs(t);
+    }
+    for v in &a.volumes_from {
+        flags.volumes_from(v);
+    }
+    flags.read_only(a.read_only).auto_remove(a.rm);
+    if let Some(r) = &a.restart {
+        flags.restart(r);
+    }
+    flags
+        .finish()
+        .map_err(|e| anyhow::anyhow!("{}", e.cli_text()))
 }
 
 /// Turn `create`/`run` flags into the request the engine (and the Docker API) takes.
@@ -92,15 +124,7 @@ pub fn create_request(a: &CreateArgs, attach: bool) -> Result<CreateRequest> {
         })?,
         None => 0,
     };
-    let mut tmpfs = BTreeMap::new();
-    for t in &a.tmpfs {
-        let (path, opts) = t.split_once(':').unwrap_or((t.as_str(), ""));
-        tmpfs.insert(path.to_string(), opts.to_string());
-    }
-    let mounts: Vec<MountRequest> = Vec::new();
-    if !a.mount.is_empty() {
-        bail!("--mount is not supported by this carrel build yet");
-    }
+    let mounts = mount_request(a)?;
     let config = Config {
         hostname: a.hostname.clone().unwrap_or_default(),
         domainname: a.domainname.clone().unwrap_or_default(),
@@ -114,6 +138,13 @@ pub fn create_request(a: &CreateArgs, attach: bool) -> Result<CreateRequest> {
         env: (!env.is_empty()).then_some(env),
         cmd: (!words.is_empty()).then_some(words),
         image,
+        volumes: (!mounts.config_volumes.is_empty()).then(|| {
+            mounts
+                .config_volumes
+                .keys()
+                .map(|k| (k.clone(), serde_json::json!({})))
+                .collect()
+        }),
         working_dir: a.workdir.clone().unwrap_or_default(),
         entrypoint,
         labels: Some(labels),
@@ -122,21 +153,21 @@ pub fn create_request(a: &CreateArgs, attach: bool) -> Result<CreateRequest> {
         ..Default::default()
     };
     let host_config = HostConfig {
-        binds: (!a.volume.is_empty()).then(|| a.volume.clone()),
+        binds: (!mounts.binds.is_empty()).then(|| mounts.binds.clone()),
         network_mode: a.network.clone().unwrap_or_else(|| "none".into()),
         restart_policy: carrel_engine::containers::types::RestartPolicy {
             name: a.restart.clone().unwrap_or_else(|| "no".into()),
             maximum_retry_count: 0,
         },
-        auto_remove: a.rm,
-        volumes_from: (!a.volumes_from.is_empty()).then(|| a.volumes_from.clone()),
+        auto_remove: mounts.auto_remove,
+        volumes_from: (!mounts.volumes_from.is_empty()).then(|| mounts.volumes_from.clone()),
         group_add: (!a.group_add.is_empty()).then(|| a.group_add.clone()),
         privileged: a.privileged,
-        readonly_rootfs: a.read_only,
-        tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
+        readonly_rootfs: mounts.readonly_rootfs,
+        tmpfs: (!mounts.tmpfs.is_empty()).then(|| mounts.tmpfs.clone()),
         shm_size,
         runtime: a.runtime.clone().unwrap_or_default(),
-        mounts: (!mounts.is_empty()).then_some(mounts),
+        mounts: (!mounts.mounts.is_empty()).then(|| mounts.mounts.clone()),
         container_id_file: a
             .cidfile
             .as_ref()
@@ -174,7 +205,11 @@ pub fn create(engine: &Engine, a: &CreateArgs) -> Result<u8> {
             p.display()
         );
     }
-    let req = create_request(a, false)?;
+    // Flags the docker CLI refuses before sending anything exit with its status 125.
+    let req = create_request(a, false).map_err(|e| {
+        eprintln!("Error: {e}");
+        anyhow::Error::from(ExitStatus(125))
+    })?;
     let resp = engine.container_create(req)?;
     write_cidfile(a, &resp.id)?;
     for w in &resp.warnings {

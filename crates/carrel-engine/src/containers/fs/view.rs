@@ -14,9 +14,11 @@
 //!   handle keeps the mount alive: closing it (also when carrel is killed) releases it, so no
 //!   mount is ever left behind, and the mountpoint directory is removed at once.
 //!
-//! Volumes and bind mounts of containers come later: they belong in [`temporary_root`] between
-//! mounting the root and detaching it (mounted on targets resolved inside the root, as the
-//! monitor mounts them), and a running container's are reached through its mount namespace.
+//! For `cp` ([`Engine::container_view_with_mounts`]), a container that is not running gets its
+//! binds and volumes mounted in the temporary view between mounting the root and detaching it
+//! (sources pinned, targets resolved inside the root, as the monitor mounts them; see
+//! `Engine::mount_into_view`), so they are detached with it. A running container's view is its
+//! monitor's mount of the root, without them.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -150,7 +152,33 @@ impl Drop for Mountpoint {
 impl Engine {
     /// Open a view of the container's root (see the module docs).
     pub(crate) fn container_view(&self, c: &Container, access: Access) -> Result<ContainerView> {
-        if self.driver() == DriverKind::Copy {
+        self.open_view(c, access, false)
+    }
+
+    /// [`Engine::container_view`] with the container's binds and volumes mounted at their
+    /// destinations when it is not running, as Docker mounts them for `cp`: a copy into a
+    /// volume's path writes the volume. `export` does not use this (Docker's export has only
+    /// the container's own filesystem).
+    pub(crate) fn container_view_with_mounts(
+        &self,
+        c: &Container,
+        access: Access,
+    ) -> Result<ContainerView> {
+        self.open_view(c, access, true)
+    }
+
+    fn open_view(&self, c: &Container, access: Access, with_mounts: bool) -> Result<ContainerView> {
+        let with_mounts = with_mounts
+            && c.spec.mounts.as_ref().is_some_and(|p| {
+                p.mounts.iter().any(|m| {
+                    matches!(
+                        m,
+                        carrel_mountspec::MountSpec::Bind(_)
+                            | carrel_mountspec::MountSpec::Volume(_)
+                    )
+                })
+            });
+        if self.driver() == DriverKind::Copy && (!with_mounts || c.is_running()) {
             let tree = self.snapshotter().upper_dir(&c.snapshot)?;
             let root = Root::open(&tree).map_err(|e| EngineError::io("opening", &tree, e))?;
             return Ok(ContainerView { root, _lock: None });
@@ -180,7 +208,7 @@ impl Engine {
                     // container's root all the same.
                     let root = match open_mount_root(&merged)? {
                         Some(fd) => Root::from_fd(fd, merged),
-                        None => self.temporary_root(&c, access)?,
+                        None => self.temporary_root(&c, access, with_mounts)?,
                     };
                     return Ok(ContainerView {
                         root,
@@ -203,7 +231,7 @@ impl Engine {
 
     /// Mount the snapshot of a container that is not running at a temporary mountpoint, open it
     /// and detach it (see the module docs).
-    fn temporary_root(&self, c: &Container, access: Access) -> Result<Root> {
+    fn temporary_root(&self, c: &Container, access: Access, with_mounts: bool) -> Result<Root> {
         let mut mounts = self.snapshotter().mounts(&c.snapshot)?;
         if access == Access::ReadOnly {
             mounts = readonly_mounts(mounts);
@@ -223,7 +251,10 @@ impl Engine {
             EngineError::Precondition(format!("mounting the container's root: {e}"))
         })?;
         point.mounted = true;
-        // (Volumes and bind mounts of the container will be mounted below the target here.)
+        // The container's binds and volumes, below the root: detached with it just after.
+        if with_mounts {
+            self.mount_into_view(c, &point.target, access == Access::ReadWrite)?;
+        }
         let fd = rfs::open(
             &point.target,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
