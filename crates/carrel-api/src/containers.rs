@@ -143,12 +143,12 @@ pub async fn start(ctx: Ctx, id: &str) -> ApiResult<Response<Body>> {
             let mut waiters = State::lock(&state.attach_waiters)
                 .remove(&c.id)
                 .unwrap_or_default();
-            waiters.retain(|w| !w.is_closed());
+            waiters.retain(|(_, w)| !w.is_closed());
             let attach = !waiters.is_empty();
             match e.container_start(&c.id, attach, &state.opts.carrel_program) {
                 Ok(Some(h)) => {
                     let mut stream = Some(h.stream);
-                    for w in waiters {
+                    for (_, w) in waiters {
                         let s = match stream.take() {
                             Some(s) => s,
                             None => match e.container_attach(&c.id) {

@@ -206,6 +206,12 @@ pub async fn start(ctx: Ctx, id: &str, mut req: Request<Incoming>) -> ApiResult<
     let pty = if tty {
         let (master, slave) = tty::open_pty()
             .map_err(|e| ApiError::internal(format!("allocating a terminal: {e}")))?;
+        // Only a transport between the server and `carrel exec` (which relays the container's
+        // own terminal): raw, so nothing is echoed or translated twice.
+        if let Ok(mut t) = rustix::termios::tcgetattr(&slave) {
+            t.make_raw();
+            let _ = rustix::termios::tcsetattr(&slave, rustix::termios::OptionalActions::Now, &t);
+        }
         let size = b
             .console_size
             .or(s.config.console_size)

@@ -15,6 +15,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::exec::ExecSession;
 use crate::networks::Network;
 
+/// An attach client waiting for a start: its token and where the stream goes.
+pub type AttachWaiter = (u64, oneshot::Sender<AttachStream>);
+
 /// The server's shared state.
 pub struct State {
     /// The engine (one handle on the data root, shared by every handler).
@@ -22,7 +25,9 @@ pub struct State {
     /// How containers are run.
     pub opts: ServeOptions,
     /// Attach clients waiting for the container's start (`docker run` attaches first), by id.
-    pub attach_waiters: Mutex<HashMap<String, Vec<oneshot::Sender<AttachStream>>>>,
+    pub attach_waiters: Mutex<HashMap<String, Vec<AttachWaiter>>>,
+    /// Tokens of attach waiters.
+    pub next_token: std::sync::atomic::AtomicU64,
     /// Exec sessions by id.
     pub execs: Mutex<HashMap<String, Arc<ExecSession>>>,
     /// Stub networks by id.
@@ -42,6 +47,7 @@ impl State {
             engine,
             opts,
             attach_waiters: Mutex::new(HashMap::new()),
+            next_token: std::sync::atomic::AtomicU64::new(1),
             execs: Mutex::new(HashMap::new()),
             networks: Mutex::new(crate::networks::predefined()),
             events: tx.clone(),

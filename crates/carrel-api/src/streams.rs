@@ -239,11 +239,15 @@ pub async fn attach(ctx: Ctx, id: &str, mut req: Request<Incoming>) -> ApiResult
     };
     let waiter = if want_stream && !c.is_running() {
         let (tx, rx) = oneshot::channel();
+        let token = ctx
+            .state
+            .next_token
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         State::lock(&ctx.state.attach_waiters)
             .entry(c.id.clone())
             .or_default()
-            .push(tx);
-        Some(rx)
+            .push((token, tx));
+        Some((token, rx))
     } else {
         None
     };
@@ -283,7 +287,7 @@ pub async fn attach(ctx: Ctx, id: &str, mut req: Request<Incoming>) -> ApiResult
             return;
         }
         let stream = match waiter {
-            Some(rx) => wait_for_stream(&state, &c.id, rx, &conn.out).await,
+            Some((token, rx)) => wait_for_stream(&state, &c.id, token, rx, &conn.out).await,
             None => {
                 let id = c.id.clone();
                 state.run(move |e| Ok(e.container_attach(&id)?)).await.ok()
@@ -295,29 +299,53 @@ pub async fn attach(ctx: Ctx, id: &str, mut req: Request<Incoming>) -> ApiResult
     Ok(resp)
 }
 
-/// The stream of a container that is not running yet: handed over by the server's `start`, or,
-/// when another process starts it, its attach socket once it runs. `None` when the client went
-/// away or the container was removed.
+/// The stream of a container that is not running yet: handed over by the server's `start`
+/// (which takes the waiter `token` before it starts the container), or, when another process
+/// starts it, its attach socket once it runs. `None` when the client went away or the container
+/// was removed.
 async fn wait_for_stream(
     state: &Arc<State>,
     id: &str,
+    token: u64,
     mut rx: oneshot::Receiver<AttachStream>,
     out: &mpsc::Sender<io::Result<Bytes>>,
 ) -> Option<AttachStream> {
+    let forget = || {
+        let mut w = State::lock(&state.attach_waiters);
+        let mine = w
+            .get_mut(id)
+            .map(|list| {
+                let before = list.len();
+                list.retain(|(t, _)| *t != token);
+                before != list.len()
+            })
+            .unwrap_or(false);
+        if w.get(id).is_some_and(|l| l.is_empty()) {
+            w.remove(id);
+        }
+        mine
+    };
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
     loop {
         tokio::select! {
             got = &mut rx => return got.ok(),
-            _ = out.closed() => return None,
+            _ = out.closed() => {
+                forget();
+                return None;
+            }
             _ = tick.tick() => {
                 let id2 = id.to_string();
                 match state.run(move |e| Ok(e.resolve_container(&id2)?)).await {
-                    Err(_) => return None,
+                    Err(_) => {
+                        forget();
+                        return None;
+                    }
                     Ok(c) if c.is_running() => {
-                        // Started by someone else (or handed over meanwhile).
-                        if let Ok(s) = rx.try_recv() {
-                            return Some(s);
+                        if !forget() {
+                            // The server's start took this waiter: the stream is on its way.
+                            return rx.await.ok();
                         }
+                        // Started by another process: its attach socket.
                         let id2 = id.to_string();
                         return state.run(move |e| Ok(e.container_attach(&id2)?)).await.ok();
                     }

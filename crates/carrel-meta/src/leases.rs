@@ -7,6 +7,7 @@
 //! so a lease whose lock can be taken belongs to a crashed process: recovery rolls back what it
 //! lists and runs garbage collection.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use carrel_core::fs::FileLock;
@@ -51,9 +52,20 @@ fn lock_path(dir: &Path, id: &str) -> PathBuf {
 impl Lease {
     /// Take a new lease for `purpose` (shown by `system check`).
     pub fn acquire(meta: &Meta, dir: &Path, purpose: &str) -> Result<Lease> {
-        let id = carrel_core::id::random_id()[..32].to_string();
-        let path = lock_path(dir, &id);
-        let lock = FileLock::lock(&path).map_err(|e| MetaError::Io(path.clone(), e))?;
+        let (id, path, lock) = loop {
+            let id = carrel_core::id::random_id()[..32].to_string();
+            let path = lock_path(dir, &id);
+            let lock = FileLock::lock(&path).map_err(|e| MetaError::Io(path.clone(), e))?;
+            // Between the file's creation and our flock, another process's `dead` may have
+            // found it without a row, locked it and unlinked it: a lock on an unlinked file
+            // protects nothing (the next `dead` would take this live lease for a dead one).
+            // Once we hold the lock on the file at the path, nobody unlinks it.
+            let at_path = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+            let held = lock.file().metadata().ok().map(|m| (m.dev(), m.ino()));
+            if at_path.is_some() && at_path == held {
+                break (id, path, lock);
+            }
+        };
         let inserted = meta.write(|tx| {
             tx.execute(
                 "INSERT INTO leases (id, purpose, pid, created) VALUES (?1, ?2, ?3, ?4)",

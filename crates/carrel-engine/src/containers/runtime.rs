@@ -671,16 +671,29 @@ impl RuntimeProbe {
             .iter()
             .filter_map(|n| find_in_path(n).map(|p| (n.to_string(), p)))
             .collect();
-        if let Ok(data) = std::fs::read(dir.join(PROBE_FILE))
-            && let Ok(cached) = serde_json::from_slice::<RuntimeProbe>(&data)
-            && cached.boot_id == boot
-            && cached
-                .runtimes
-                .iter()
-                .map(|r| (r.name.clone(), r.path.clone()))
-                .eq(found.iter().cloned())
-        {
-            return cached;
+        let cached = || {
+            std::fs::read(dir.join(PROBE_FILE))
+                .ok()
+                .and_then(|data| serde_json::from_slice::<RuntimeProbe>(&data).ok())
+                .filter(|cached| {
+                    cached.boot_id == boot
+                        && cached
+                            .runtimes
+                            .iter()
+                            .map(|r| (r.name.clone(), r.path.clone()))
+                            .eq(found.iter().cloned())
+                })
+        };
+        if let Some(c) = cached() {
+            return c;
+        }
+        // One probe at a time (processes, and threads of one process such as `carrel serve`,
+        // whose probe containers would otherwise share names): the others use its result.
+        let _probing = carrel_core::fs::create_dir_mode(&dir, 0o700)
+            .ok()
+            .and_then(|_| carrel_core::fs::FileLock::lock(&dir.join("probe.lock")).ok());
+        if let Some(c) = cached() {
+            return c;
         }
         let probe = RuntimeProbe {
             boot_id: boot,
