@@ -278,10 +278,20 @@ pub fn remove_all(path: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
-        Ok(m) if m.is_dir() => match std::fs::remove_dir_all(path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        },
+        Ok(m) if m.is_dir() => {
+            let mut tries = 0;
+            loop {
+                match std::fs::remove_dir_all(path) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                    // Another process created an entry meanwhile (a lock or temporary file of a
+                    // process that did not know the directory was going): once more.
+                    Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty && tries < 5 => {
+                        tries += 1;
+                    }
+                    other => return other,
+                }
+            }
+        }
         Ok(_) => match std::fs::remove_file(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
@@ -323,6 +333,23 @@ impl FileLock {
     /// Take the lock only if nobody holds it. `Ok(None)` means it is held elsewhere.
     pub fn try_lock(path: &Path) -> io::Result<Option<FileLock>> {
         let file = open_lock_file(path)?;
+        match rfs::flock(&file, rfs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(FileLock {
+                file,
+                path: path.to_path_buf(),
+            })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Like [`FileLock::try_lock`], but never creates the file: a missing one is a `NotFound`
+    /// error (a liveness check must not recreate a lock file in a directory being removed).
+    pub fn try_lock_existing(path: &Path) -> io::Result<Option<FileLock>> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
         match rfs::flock(&file, rfs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => Ok(Some(FileLock {
                 file,

@@ -1167,5 +1167,23 @@ fn load_200_clients() {
         fds < 100,
         "the server holds {fds} descriptors after the load"
     );
+    let check = s.root.run(&["system", "check"]);
+    if !check.success() {
+        for l in check.stdout.lines().filter(|l| l.contains("/containers/")) {
+            let ls = Command::new("ls").args(["-la", l.trim()]).output().unwrap();
+            eprintln!("{l}:\n{}", String::from_utf8_lossy(&ls.stdout));
+            let id = l.trim().rsplit('/').next().unwrap_or_default();
+            let events = s.ok(&[
+                "events",
+                "--since",
+                "0",
+                "--until",
+                "1",
+                "--filter",
+                &format!("container={id}"),
+            ]);
+            eprintln!("events of {id}:\n{events}");
+        }
+    }
     s.root.assert_check_clean();
 }
