@@ -260,7 +260,7 @@ pub fn monitor_alive(dir: &Path) -> bool {
     if !dir.join(LOCK_FILE).exists() {
         return false;
     }
-    matches!(FileLock::try_lock(&dir.join(LOCK_FILE)), Ok(None))
+    matches!(FileLock::try_lock_existing(&dir.join(LOCK_FILE)), Ok(None))
 }
 
 /// Wait until the monitor of `dir` has ended (its exit recorded), at most `timeout` (`None`:
@@ -380,7 +380,8 @@ pub enum Recovery {
 /// inspecting them, and records the returned exit.
 pub fn recover(dir: &Path) -> Result<Recovery, RunError> {
     let lock_path = dir.join(LOCK_FILE);
-    let _lock = match FileLock::try_lock(&lock_path) {
+    // Never recreated here: the directory may be being removed (an auto-removed container).
+    let _lock = match FileLock::try_lock_existing(&lock_path) {
         Ok(Some(l)) => l,
         Ok(None) => return Ok(Recovery::MonitorAlive),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Recovery::Clean(None)),
