@@ -529,8 +529,14 @@ impl Engine {
                     continue;
                 }
             };
-            let (_, point) = match setup::resolve_destination(&root, &dest, is_dir, writable) {
-                Ok(x) => x,
+            let create = if writable {
+                setup::Create::All
+            } else {
+                setup::Create::Nothing
+            };
+            let point = match setup::resolve_destination(&root, &dest, is_dir, create) {
+                Ok((_, Some(point))) => point,
+                Ok((_, None)) => continue,
                 Err(e) => {
                     tracing::debug!(destination = %dest, error = %e, "no mountpoint in the view");
                     continue;

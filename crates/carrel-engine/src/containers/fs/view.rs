@@ -251,16 +251,27 @@ impl Engine {
             EngineError::Precondition(format!("mounting the container's root: {e}"))
         })?;
         point.mounted = true;
-        // The container's binds and volumes, below the root: detached with it just after.
-        if with_mounts {
+        // The container's binds and volumes, below the root. A lazy unmount disconnects
+        // submounts from their parent, so the view is then a detached copy of the whole tree
+        // (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`), which keeps them where they are.
+        let fd = if with_mounts {
             self.mount_into_view(c, &point.target, access == Access::ReadWrite)?;
-        }
-        let fd = rfs::open(
-            &point.target,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| EngineError::io("opening", &point.target, e.into()))?;
+            rustix::mount::open_tree(
+                rfs::CWD,
+                &point.target,
+                rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+                    | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC
+                    | rustix::mount::OpenTreeFlags::AT_RECURSIVE,
+            )
+            .map_err(|e| EngineError::io("cloning the view of", &point.target, e.into()))?
+        } else {
+            rfs::open(
+                &point.target,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| EngineError::io("opening", &point.target, e.into()))?
+        };
         if !is_mount_root(&fd, &point.target)? {
             return Err(EngineError::Precondition(format!(
                 "{} is not the mounted root of container {}",

@@ -317,15 +317,27 @@ fn is_below(path: &str, parent: &str) -> bool {
         && path.as_bytes()[parent.len()] == b'/'
 }
 
-/// Resolve the destination `dest` inside `root` and create its mountpoint (a directory, or an
-/// empty file for a file source), returning the resolved absolute path in the root and an
-/// `O_PATH` handle on the mountpoint. Refuses a destination that resolves into `/proc`.
+/// What [`resolve_destination`] creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Create {
+    /// The parents and the mountpoint itself (a directory, or an empty file for a file source).
+    All,
+    /// Only the parents: a missing mountpoint is left to the runtime (a tmpfs: runc gives a
+    /// tmpfs the mode of a mountpoint that exists, whatever `mode=` says).
+    Parents,
+    /// Nothing: everything must exist.
+    Nothing,
+}
+
+/// Resolve the destination `dest` inside `root`, creating what `create` says, and return the
+/// resolved absolute path in the root with an `O_PATH` handle on the mountpoint (`None` when it
+/// was left to the runtime). Refuses a destination that resolves into `/proc`.
 pub(crate) fn resolve_destination(
     root: &Root,
     dest: &str,
     is_dir: bool,
-    create: bool,
-) -> Result<(String, OwnedFd), RunError> {
+    create: Create,
+) -> Result<(String, Option<OwnedFd>), RunError> {
     let rel = Path::new(dest.trim_start_matches('/'));
     let not_dir = |what: &str| {
         RunError::InvalidArgument(format!(
@@ -340,7 +352,7 @@ pub(crate) fn resolve_destination(
             "invalid mount destination {dest}"
         )));
     };
-    let parent_fd = if create {
+    let parent_fd = if create != Create::Nothing {
         root.mkdir_all(parent, 0o755)
     } else {
         root.open_dir(parent)
@@ -356,7 +368,7 @@ pub(crate) fn resolve_destination(
         format!("{parent_path}/{}", name.to_string_lossy())
     };
     proc_check(&candidate)?;
-    let fd = if is_dir && create {
+    let fd = if is_dir && create == Create::All {
         root.mkdir_all(Path::new(&candidate), 0o755)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::ENOTDIR) => not_dir("it"),
@@ -365,7 +377,10 @@ pub(crate) fn resolve_destination(
     } else {
         match root.open_at(Path::new(&candidate), OFlags::PATH, Mode::empty()) {
             Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create => {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create == Create::Parents => {
+                return Ok((candidate, None));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && create == Create::All => {
                 // A file mountpoint (through a dangling in-root symlink too).
                 root.open_at(
                     Path::new(&candidate),
@@ -379,7 +394,7 @@ pub(crate) fn resolve_destination(
     };
     let resolved = path_in_root(root, fd.as_fd())?;
     proc_check(&resolved)?;
-    Ok((resolved, fd))
+    Ok((resolved, Some(fd)))
 }
 
 fn oci_mount(dest: &str, typ: &str, source: &Path, options: Vec<String>) -> Mount {
@@ -445,7 +460,12 @@ fn stage_all(
         } else if RUNTIME_DIRS.iter().any(|d| is_below(&m.destination, d)) {
             m.destination.clone()
         } else {
-            resolve_destination(&root, &m.destination, is_dir, true)?.0
+            let create = if source.is_none() {
+                Create::Parents
+            } else {
+                Create::All
+            };
+            resolve_destination(&root, &m.destination, is_dir, create)?.0
         };
         check_proc_destination(&dest)
             .map_err(|e| RunError::InvalidArgument(e.message().to_string()))?;
@@ -554,20 +574,28 @@ mod tests {
         std::os::unix::fs::symlink("/proc", rootdir.join("myproc")).unwrap();
         std::os::unix::fs::symlink("../../../..", rootdir.join("up")).unwrap();
         let root = Root::open(&rootdir).unwrap();
-        let (p, _) = resolve_destination(&root, "/conf/stack", true, true).unwrap();
+        let (p, _) = resolve_destination(&root, "/conf/stack", true, Create::All).unwrap();
         assert_eq!(p, "/real/conf/stack");
         assert!(rootdir.join("real/conf/stack").is_dir());
-        let (p, _) = resolve_destination(&root, "/sockets/docker.sock", false, true).unwrap();
+        let (p, _) =
+            resolve_destination(&root, "/sockets/docker.sock", false, Create::All).unwrap();
         assert_eq!(p, "/root/docker.sock");
         assert!(rootdir.join("root/docker.sock").is_file());
-        let (p, _) = resolve_destination(&root, "/up/etc/x", true, true).unwrap();
+        let (p, _) = resolve_destination(&root, "/up/etc/x", true, Create::All).unwrap();
         assert_eq!(p, "/etc/x");
         assert!(rootdir.join("etc/x").is_dir());
-        let e = resolve_destination(&root, "/myproc/sys", true, true).unwrap_err();
+        let e = resolve_destination(&root, "/myproc/sys", true, Create::All).unwrap_err();
         assert_eq!(
             e.to_string(),
             "\"/proc/sys\" cannot be mounted because it is inside /proc"
         );
         assert!(!rootdir.join("proc/sys").exists());
+        // A tmpfs mountpoint that is missing is left to the runtime, its parents are made.
+        let (p, fd) = resolve_destination(&root, "/conf/new/t", true, Create::Parents).unwrap();
+        assert_eq!(p, "/real/conf/new/t");
+        assert!(fd.is_none());
+        assert!(
+            rootdir.join("real/conf/new").is_dir() && !rootdir.join("real/conf/new/t").exists()
+        );
     }
 }
