@@ -143,6 +143,17 @@ async fn route(
         (&Method::POST, ["exec", id, "resize"]) => exec::resize(ctx, id).await,
         (&Method::GET, ["exec", id, "json"]) => exec::inspect(ctx, id).await,
         (&Method::POST, ["commit"]) => containers::commit(ctx, req).await,
+        (
+            _,
+            [
+                "containers",
+                _,
+                what @ ("top" | "stats" | "pause" | "unpause" | "update" | "checkpoints"),
+            ],
+        ) => Err(ApiError::new(
+            http::StatusCode::NOT_IMPLEMENTED,
+            format!("carrel does not support container {what} yet"),
+        )),
 
         (&Method::GET, ["images", "json"]) => images::list(ctx).await,
         (&Method::POST, ["images", "create"]) => images::create(ctx, req).await,

@@ -1025,6 +1025,165 @@ fn protocol_and_bad_input() {
     s.root.assert_check_clean();
 }
 
+/// Send a request head (and `body`), read the answer's head, and return the connection.
+fn raw_request(socket: &Path, head: &str, body: &[u8]) -> (UnixStream, String) {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+        got.push(b[0]);
+    }
+    (s, String::from_utf8_lossy(&got).to_ascii_lowercase())
+}
+
+#[test]
+fn streams_and_disconnects() {
+    let s = Server::start("serve-streams");
+    let images_before = s.ok(&["images", "-q"]);
+    // Hijacked attach: 101, raw-stream before 1.42, multiplexed-stream from 1.42 (no terminal).
+    s.ok(&["create", "--name", "ct", "busybox", "echo", "hi"]);
+    for (v, ct) in [
+        ("1.41", "application/vnd.docker.raw-stream"),
+        ("1.50", "application/vnd.docker.multiplexed-stream"),
+    ] {
+        let (_c, head) = raw_request(
+            &s.socket,
+            &format!(
+                "POST /v{v}/containers/ct/attach?stream=0&stdout=1&logs=1 HTTP/1.1\r\nHost: \r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+            ),
+            b"",
+        );
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains(&format!("content-type: {ct}")), "{v}: {head}");
+    }
+    // The framed output of a non-terminal container: 8-byte headers, stream 1 and 2.
+    s.ok(&["rm", "ct"]);
+    let id = s.ok(&["create", "busybox", "sh", "-c", "echo out; echo err >&2"]);
+    let id = id.trim();
+    let (mut att, head) = raw_request(
+        &s.socket,
+        &format!(
+            "POST /v1.50/containers/{id}/attach?stream=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+        ),
+        b"",
+    );
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert_eq!(
+        s.http("POST", &format!("/containers/{id}/start"), None)
+            .status,
+        204
+    );
+    let mut framed = Vec::new();
+    att.read_to_end(&mut framed).unwrap();
+    let mut frames = Vec::new();
+    let mut rest = framed.as_slice();
+    while rest.len() >= 8 {
+        let n = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        frames.push((
+            rest[0],
+            String::from_utf8_lossy(&rest[8..8 + n]).into_owned(),
+        ));
+        rest = &rest[8 + n..];
+    }
+    frames.sort();
+    assert_eq!(
+        frames,
+        vec![(1, "out\n".to_string()), (2, "err\n".to_string())]
+    );
+    s.ok(&["rm", id]);
+    // An upload that stops half way: nothing of it stays, the server goes on.
+    let saved = s.root.scratch("img.tar");
+    s.ok(&["save", "-o", &saved.display().to_string(), "busybox"]);
+    s.ok(&["rmi", "busybox"]);
+    let data = std::fs::read(&saved).unwrap();
+    {
+        let mut c = UnixStream::connect(&s.socket).unwrap();
+        c.write_all(format!("POST /v1.50/images/load?quiet=1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n", data.len()).as_bytes()).unwrap();
+        c.write_all(&data[..data.len() / 2]).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.ok(&["images", "-q"]), "");
+    // The whole upload, chunked (as the CLI sends it).
+    assert_eq!(
+        s.ok(&["load", "-i", &saved.display().to_string()]),
+        "Loaded image: busybox:latest\n"
+    );
+    assert_eq!(s.ok(&["images", "-q"]), images_before);
+    // A download abandoned after its first bytes, and a log follower that goes away.
+    for _ in 0..3 {
+        let (mut c, head) = raw_request(
+            &s.socket,
+            "GET /v1.50/images/get?names=busybox HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"",
+        );
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        let mut first = [0u8; 1024];
+        c.read_exact(&mut first).unwrap();
+    }
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "busybox",
+        "sh",
+        "-c",
+        "while true; do echo x; sleep 0.1; done",
+    ]);
+    for _ in 0..3 {
+        let (mut c, head) = raw_request(
+            &s.socket,
+            "GET /v1.50/containers/talker/logs?follow=1&stdout=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"",
+        );
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        let mut first = [0u8; 9];
+        c.read_exact(&mut first).unwrap();
+    }
+    // An exec whose client goes away: the process ends on its own, the session is recorded.
+    let r = s.http(
+        "POST",
+        "/containers/talker/exec",
+        Some(br#"{"Cmd": ["sleep", "1"], "AttachStdout": true}"#),
+    );
+    let exec = r.json()["Id"].as_str().unwrap().to_string();
+    let (c, head) = raw_request(
+        &s.socket,
+        &format!(
+            "POST /v1.50/exec/{exec}/start HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n"
+        ),
+        b"{}",
+    );
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    drop(c);
+    let start = Instant::now();
+    loop {
+        let v = s.http("GET", &format!("/exec/{exec}/json"), None).json();
+        if v["Running"] == false {
+            assert_eq!(v["ExitCode"], 0, "{v}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "exec still running: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The server still answers, and holds nothing of the abandoned streams.
+    assert_eq!(s.http("GET", "/_ping", None).status, 200);
+    s.ok(&["rm", "-f", "talker"]);
+    s.ok(&["container", "prune", "-f"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", s.child.as_ref().unwrap().id()))
+        .unwrap()
+        .count();
+    assert!(fds < 40, "the server holds {fds} descriptors");
+    s.root.assert_check_clean();
+}
+
 #[test]
 fn server_lifecycle() {
     let mut s = Server::start("serve-life");
