@@ -465,6 +465,91 @@ fn copy_up_populates_empty_volumes_once_and_never_binds() {
     e.assert_check_clean();
 }
 
+#[test]
+fn interrupted_population_is_never_partial_nor_repeated() {
+    // ST-60: kill `create` while it populates a volume with 4 000 files.
+    let e = Env::new("mnt-populate-kill");
+    let n = 4_000;
+    e.image("many:v1", &["VOLUME /data", "CMD [\"true\"]"], |d| {
+        for i in 0..n {
+            write(
+                &d.join(format!("data/d{}/f{i}", i % 100)),
+                &format!("{i}\n"),
+            );
+        }
+    });
+    let count = |v: &str| -> usize {
+        let dir = e.vol(v);
+        if !dir.is_dir() {
+            return 0;
+        }
+        list_dir(&dir)
+            .iter()
+            .map(|d| list_dir(&dir.join(d)).len())
+            .sum()
+    };
+    let mut killed = 0;
+    let mut complete = false;
+    for delay_ms in [
+        20u64, 40, 60, 80, 100, 150, 200, 300, 400, 600, 800, 1200, 2000, 4000,
+    ] {
+        let mut child = e.spawn(
+            &["create", "-v", "pop:/data", "many:v1"],
+            std::process::Stdio::null(),
+            std::process::Stdio::null(),
+            std::process::Stdio::null(),
+        );
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let st = child.wait().unwrap();
+        e.forget_pid(child.id());
+        if st.code().is_none() {
+            killed += 1;
+        }
+        // The next command rolls back the interrupted create; the volume is empty or complete.
+        e.out(&["ps", "-a"]);
+        let c = count("pop");
+        assert!(
+            c == 0 || c == n,
+            "a partly populated volume: {c} files after {delay_ms} ms"
+        );
+        if c == n {
+            complete = true;
+            break;
+        }
+    }
+    assert!(killed > 0, "no create was interrupted");
+    if !complete {
+        e.out(&["create", "-v", "pop:/data", "many:v1"]);
+        assert_eq!(count("pop"), n);
+    }
+    // The container writes; populating never runs again over it.
+    e.out(&[
+        "run",
+        "--rm",
+        "-v",
+        "pop:/data",
+        "many:v1",
+        "sh",
+        "-c",
+        "echo mine > /data/marker; echo changed > /data/d0/f0; rm /data/d1/f1",
+    ]);
+    e.out(&["run", "--rm", "-v", "pop:/data", "many:v1", "true"]);
+    assert_eq!(
+        std::fs::read_to_string(e.vol("pop").join("marker")).unwrap(),
+        "mine\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(e.vol("pop").join("d0/f0")).unwrap(),
+        "changed\n"
+    );
+    assert!(!e.vol("pop").join("d1/f1").exists());
+    for id in e.out(&["ps", "-aq"]).lines() {
+        e.out(&["rm", id]);
+    }
+    e.assert_check_clean();
+}
+
 // ---- binds ----------------------------------------------------------------------------------
 
 #[test]
@@ -1061,6 +1146,31 @@ fn destinations_resolve_inside_the_root() {
             "{rt}: {err}"
         );
     }
+    // A user mount replaces the generated /etc/hosts; one at /dev replaces all of /dev.
+    let hosts = e.scratch("myhosts");
+    write(&hosts, "10.9.8.7 mine\n");
+    let spec = format!("{}:/etc/hosts:ro", hosts.display());
+    assert_eq!(
+        e.run_rt("crun", &["-v", &spec, "busybox", "cat", "/etc/hosts"]),
+        "10.9.8.7 mine\n"
+    );
+    for rt in RUNTIMES {
+        let out = e.run_rt(
+            rt,
+            &[
+                "--tmpfs",
+                "/dev:dev,exec,mode=755",
+                "busybox",
+                "sh",
+                "-c",
+                "awk '$5 ~ /^\\/dev/ { print $5 }' /proc/self/mountinfo",
+            ],
+        );
+        assert_eq!(
+            out, "/dev\n",
+            "{rt}: no default mount below a user /dev: {out}"
+        );
+    }
     // cp into the bind's directory through the symlink works (ST-38).
     e.out(&[
         "create",
@@ -1158,10 +1268,13 @@ fn volume_subpaths_stay_inside_the_volume() {
 #[test]
 fn cp_reaches_the_volumes_of_a_stopped_container_and_leaves_no_mount() {
     let e = Env::new("mnt-cp");
+    // The host's mounts that concern this test (other tests run beside it).
+    let base = e.base().display().to_string();
     let host_info = || {
         std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap()
             .lines()
+            .filter(|l| l.contains(&base))
             .map(|l| l.split(' ').skip(1).collect::<Vec<_>>().join(" "))
             .collect::<Vec<_>>()
     };
@@ -1221,6 +1334,36 @@ fn ps_filters_and_formats_mounts() {
         "true",
     ]);
     e.out(&["create", "--name", "without", "busybox", "true"]);
+    e.out(&[
+        "create", "--name", "anon", "-v", "/anon", "--tmpfs", "/t", "busybox", "true",
+    ]);
+    let anon = e.inspect_json("anon")["Mounts"][0]["Name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        e.out(&[
+            "ps",
+            "-a",
+            "--filter",
+            "name=anon",
+            "--format",
+            "{{.Mounts}} {{.LocalVolumes}}"
+        ]),
+        format!("{}… 1\n", &anon[..14])
+    );
+    assert_eq!(
+        e.out(&[
+            "ps",
+            "-a",
+            "--no-trunc",
+            "--filter",
+            "name=anon",
+            "--format",
+            "{{.Mounts}}"
+        ]),
+        format!("{anon}\n")
+    );
     let names = |f: &str| e.out(&["ps", "-a", "--filter", f, "--format", "{{.Names}}"]);
     assert_eq!(names("volume=psvol"), "withvol\n");
     assert_eq!(names("volume=/data"), "withvol\n");

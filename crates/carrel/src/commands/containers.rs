@@ -325,14 +325,19 @@ fn ps_row(engine: &Engine, c: &Container, no_trunc: bool, size: bool) -> PsRow {
         },
         image: c.spec.config.image.clone(),
         labels,
+        // The docker CLI counts the mounts of the `local` driver, and shows volume names (a
+        // bind's source) cut to 15 characters unless --no-trunc.
         local_volumes: mounts
             .iter()
-            .filter(|m| m.kind == "volume")
+            .filter(|m| m.driver.as_deref() == Some("local"))
             .count()
             .to_string(),
         mounts: mounts
             .iter()
-            .map(|m| m.name.clone().unwrap_or_else(|| m.source.clone()))
+            .map(|m| {
+                let name = m.name.clone().unwrap_or_else(|| m.source.clone());
+                if no_trunc { name } else { ellipsis(&name, 15) }
+            })
             .collect::<Vec<_>>()
             .join(","),
         names: c.name.clone(),
