@@ -208,11 +208,7 @@ pub async fn load(ctx: Ctx, req: Request<Incoming>) -> ApiResult<Response<Body>>
         match engine.image_load(LoadInput::Stream(Box::new(reader)), &NoProgress) {
             Ok(images) => {
                 for img in images {
-                    for t in &img.tags {
-                        engine.emit_image_event(&img.id.to_string(), "load", Some(t));
-                    }
                     if img.tags.is_empty() {
-                        engine.emit_image_event(&img.id.to_string(), "load", None);
                         let _ = write_json_line(
                             &mut w,
                             &json!({"stream": format!("Loaded image ID: {}\n", img.id)}),
@@ -314,7 +310,6 @@ pub async fn create(ctx: Ctx, req: Request<Incoming>) -> ApiResult<Response<Body
         let mut w = ChannelWriter::new(tx);
         match engine.image_import(LoadInput::Stream(Box::new(reader)), &opts, &NoProgress) {
             Ok(id) => {
-                engine.emit_image_event(&id.to_string(), "import", opts.reference.as_deref());
                 let _ = write_json_line(&mut w, &json!({"status": id.to_string()}));
             }
             Err(e) => {

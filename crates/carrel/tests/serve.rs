@@ -764,6 +764,8 @@ fn events_and_cli_consistency() {
     );
     s.ok(&["rm", "clirun"]);
     s.root.ok(&["volume", "rm", "fromapi", "fromcli"]);
+    s.root.ok(&["tag", "busybox", "evt:v1"]);
+    s.root.ok(&["rmi", "evt:v1"]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut stdout = events.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -790,6 +792,8 @@ fn events_and_cli_consistency() {
         "container destroy",
         "volume destroy fromapi",
         "volume destroy fromcli",
+        "image tag",
+        "image untag",
     ];
     while !want.iter().all(|w| seen.contains(w)) && Instant::now() < deadline {
         if let Ok(b) = rx.recv_timeout(Duration::from_millis(200)) {

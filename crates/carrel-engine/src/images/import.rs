@@ -62,6 +62,10 @@ impl Engine {
             .import_under(&lease, stream, run, reference.as_ref(), opts, progress)
             .map_err(|e| name_input(e, BAD_IMPORT, name.as_deref()));
         self.end_lease(lease, result.is_err());
+        if let Ok(id) = &result {
+            let name = reference.as_ref().map(|r| r.familiar_string());
+            self.emit_image_event(&id.to_string(), "import", name.as_deref());
+        }
         result
     }
 

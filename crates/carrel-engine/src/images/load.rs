@@ -487,6 +487,16 @@ impl Engine {
         // layers that existed already (e.g. compressed where the existing layer came from an
         // uncompressed archive): collect those too.
         self.end_lease(lease, result.is_err() || reused);
+        if let Ok(images) = &result {
+            for img in images {
+                if img.tags.is_empty() {
+                    self.emit_image_event(&img.id.to_string(), "load", None);
+                }
+                for t in &img.tags {
+                    self.emit_image_event(&img.id.to_string(), "load", Some(t));
+                }
+            }
+        }
         result
     }
 

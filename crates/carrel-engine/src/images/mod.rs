@@ -347,6 +347,11 @@ impl Engine {
         let now = carrel_meta::now_nanos();
         self.meta()
             .write(|tx| rows::set_tag(tx, &target_ref.to_string(), &image.id, now))?;
+        self.emit_image_event(
+            &image.id.to_string(),
+            "tag",
+            Some(&target_ref.familiar_string()),
+        );
         Ok(())
     }
 
@@ -375,6 +380,7 @@ impl Engine {
             if !remaining.is_empty() {
                 self.meta()
                     .write(|tx| rows::delete_tag(tx, &r.to_string()))?;
+                self.emit_image_event(&row.id.to_string(), "untag", Some(&r.familiar_string()));
                 return Ok(vec![DeleteRecord::Untagged(r.familiar_string())]);
             }
             self.check_image_unused(&row.id, &short, force, Some(&r))?;
@@ -408,6 +414,14 @@ impl Engine {
             Ok(())
         })?;
         records.push(DeleteRecord::Deleted(row.id.to_string()));
+        for r in &records {
+            match r {
+                DeleteRecord::Untagged(t) => {
+                    self.emit_image_event(&row.id.to_string(), "untag", Some(t))
+                }
+                DeleteRecord::Deleted(id) => self.emit_image_event(id, "delete", None),
+            }
+        }
         let collected = self.collect_garbage()?;
         for layer in collected.layers {
             records.push(DeleteRecord::Deleted(layer));

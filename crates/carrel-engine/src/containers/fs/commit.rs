@@ -160,6 +160,16 @@ impl Engine {
         {
             tracing::warn!(error = %e, "collecting garbage after a failed commit");
         }
+        if let Ok(id) = &result {
+            self.emit_container_event(
+                &c,
+                "commit",
+                &[
+                    ("comment", opts.comment.clone()),
+                    ("imageID", id.to_string()),
+                ],
+            );
+        }
         result
     }
 
