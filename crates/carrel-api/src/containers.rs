@@ -69,6 +69,20 @@ pub async fn create(ctx: Ctx, req: Request<Incoming>) -> ApiResult<Response<Body
         ));
     }
     normalize_create_body(&mut v);
+    // A network compose created (a stub: carrel has no container networking) runs the
+    // container without one, as `none` does; the network records the container.
+    let mut stub_network = None;
+    if let Some(mode) = v
+        .pointer("/HostConfig/NetworkMode")
+        .and_then(Value::as_str)
+        .map(String::from)
+        && !matches!(mode.as_str(), "" | "default" | "none" | "host" | "bridge")
+        && !mode.starts_with("container:")
+        && let Some(id) = crate::networks::resolve(&ctx.state, &mode)
+    {
+        stub_network = Some(id);
+        v["HostConfig"]["NetworkMode"] = json!("none");
+    }
     let host_config: HostConfig = match v.get("HostConfig") {
         Some(hc) => serde_json::from_value(hc.clone())
             .map_err(|e| ApiError::bad_request(format!("invalid HostConfig: {e}")))?,
@@ -82,6 +96,9 @@ pub async fn create(ctx: Ctx, req: Request<Incoming>) -> ApiResult<Response<Body
         host_config,
     };
     let resp = ctx.state.run(move |e| Ok(e.container_create(req)?)).await?;
+    if let Some(net) = stub_network {
+        crate::networks::record(&ctx.state, &net, &resp.id);
+    }
     Ok(body::json(StatusCode::CREATED, &resp))
 }
 

@@ -77,7 +77,7 @@ fn now() -> String {
 
 fn predefined_network(name: &str, driver: &str) -> Network {
     // Stable ids for the predefined ones.
-    let id = format!("{:0>64}", hex_of(name));
+    let id = format!("{:0<64}", hex_of(name));
     Network {
         id,
         name: name.into(),
@@ -123,6 +123,19 @@ fn find<'a>(nets: &'a BTreeMap<String, Network>, key: &str) -> ApiResult<&'a Net
             matches.len()
         ))),
         _ => Err(ApiError::not_found(format!("network {key} not found"))),
+    }
+}
+
+/// The id of the recorded network named or identified by `key`, if any.
+pub fn resolve(state: &State, key: &str) -> Option<String> {
+    let nets = State::lock(&state.networks);
+    find(&nets, key).ok().map(|n| n.id.clone())
+}
+
+/// Record that container `id` is on network `net` (its name is filled in when inspected).
+pub fn record(state: &State, net: &str, id: &str) {
+    if let Some(n) = State::lock(&state.networks).get_mut(net) {
+        n.containers.insert(id.to_string(), String::new());
     }
 }
 

@@ -1017,6 +1017,16 @@ fn protocol_and_bad_input() {
         Some(b"{\"Container\": \"dup\"}"),
     );
     assert_eq!(r.status, 200);
+    // A container on the project network (compose's NetworkMode) runs without networking.
+    let r = s.http(
+        "POST",
+        "/containers/create?name=onnet",
+        Some(
+            br#"{"Image": "busybox", "Cmd": ["true"], "HostConfig": {"NetworkMode": "p_default"}}"#,
+        ),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    assert_eq!(s.http("DELETE", "/containers/onnet", None).status, 204);
     let r = s.http("DELETE", "/networks/p_default", None);
     assert_eq!(r.status, 204);
     let r = s.http("GET", "/networks/p_default", None);

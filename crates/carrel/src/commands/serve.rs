@@ -89,8 +89,10 @@ pub fn run(engine: Engine, a: &ServeArgs) -> Result<u8> {
     let result: Result<()> = rt.block_on(async {
         let listener = {
             // Created with no access for others, then opened to the group.
+            // SAFETY: umask only changes this process's file creation mask.
             let old = unsafe { libc::umask(0o177) };
             let l = tokio::net::UnixListener::bind(&socket);
+            // SAFETY: as above, restoring it.
             unsafe { libc::umask(old) };
             l.with_context(|| format!("listening on {}", socket.display()))?
         };
