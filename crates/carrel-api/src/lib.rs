@@ -14,6 +14,8 @@
 //! - Events: the engine's durable events log (`carrel_engine::events`), tailed by one thread
 //!   that feeds every `GET /events` client and every `wait`.
 
+#![warn(missing_docs)]
+
 pub mod body;
 pub mod containers;
 pub mod error;
