@@ -11,7 +11,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use carrel_core::fs::FileLock;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{Meta, MetaError, Result};
 
@@ -154,25 +154,53 @@ pub fn dead(meta: &Meta, dir: &Path) -> Result<Vec<DeadLease>> {
             return Err(MetaError::invalid("lease id", id.clone()));
         }
         let path = lock_path(dir, id);
-        if let Some(lock) = FileLock::try_lock(&path).map_err(|e| MetaError::Io(path, e))? {
-            let resources = meta.read(|c| {
-                let mut stmt = c.prepare(
-                    "SELECT kind, ref FROM lease_resources WHERE lease = ?1 ORDER BY kind, ref",
-                )?;
-                let rows = stmt.query_map([id], |r| {
-                    Ok(LeaseResource {
-                        kind: r.get(0)?,
-                        reference: r.get(1)?,
-                    })
-                })?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-            })?;
-            out.push(DeadLease {
-                id: id.clone(),
-                resources,
-                lock,
-            });
+        // A lease released since the rows were read has no file, and no process holds it: the
+        // row is what tells a dead lease from a released one. So the file is never created
+        // here, and the row is read again once the lock is held (its owner releases the row
+        // before the lock).
+        let lock = match FileLock::try_lock_existing(&path) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // The owner died between its file and its row, or released it meanwhile: the
+                // file is made before the row, so a row without a file is dead only if the row
+                // is still there now.
+                match FileLock::try_lock(&path).map_err(|e| MetaError::Io(path.clone(), e))? {
+                    Some(lock) => lock,
+                    None => continue,
+                }
+            }
+            Err(e) => return Err(MetaError::Io(path, e)),
+        };
+        let still_there = meta.read(|c| {
+            Ok(
+                c.query_row("SELECT 1 FROM leases WHERE id = ?1", [id], |_| Ok(()))
+                    .optional()?
+                    .is_some(),
+            )
+        })?;
+        if !still_there {
+            // Released between the listing and the lock: not ours to roll back.
+            let _ = std::fs::remove_file(lock.path());
+            continue;
         }
+        let resources = meta.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT kind, ref FROM lease_resources WHERE lease = ?1 ORDER BY kind, ref",
+            )?;
+            let rows = stmt.query_map([id], |r| {
+                Ok(LeaseResource {
+                    kind: r.get(0)?,
+                    reference: r.get(1)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })?;
+        out.push(DeadLease {
+            id: id.clone(),
+            resources,
+            lock,
+        });
     }
     for id in files {
         if rows.iter().any(|(r, _, _, _)| *r == id) || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
