@@ -103,6 +103,16 @@ const DRIVER_SETTING: &str = "storage-driver";
 impl Engine {
     /// Open (creating if needed) the data root, pick its storage driver and run recovery.
     pub fn open(opts: &EngineOptions) -> Result<Engine> {
+        let engine = Engine::open_without_recovery(opts)?;
+        engine.recover()?;
+        tracing::debug!(root = %engine.layout.root().display(), "engine open");
+        Ok(engine)
+    }
+
+    /// Open the data root without recovering the work of dead processes (which [`Engine::open`]
+    /// does): for a container's monitor, which only records its container's state and must not
+    /// fail, nor be slowed, by a repair of the whole store while many containers start.
+    pub fn open_without_recovery(opts: &EngineOptions) -> Result<Engine> {
         if !rustix::process::geteuid().is_root() {
             return Err(EngineError::Permission(format!(
                 "carrel must run as root to use the data root {} (it mounts filesystems and keeps files of every user): run it with sudo",
@@ -131,8 +141,6 @@ impl Engine {
             snapshotter,
             driver,
         };
-        engine.recover()?;
-        tracing::debug!(root = %engine.layout.root().display(), "engine open");
         Ok(engine)
     }
 

@@ -127,7 +127,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Where to listen: `unix:///path.sock` (mode 0660, owned by root).
-    #[arg(short = 'H', long = "host", default_value = "unix:///run/carrel.sock", value_name = "ADDRESS")]
+    #[arg(
+        short = 'H',
+        long = "host",
+        default_value = "unix:///run/carrel.sock",
+        value_name = "ADDRESS"
+    )]
     pub host: String,
 }
 

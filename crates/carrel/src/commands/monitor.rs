@@ -20,6 +20,7 @@ pub fn run(global: &GlobalOptions, args: &ContainerMonitorArgs) -> Result<u8> {
     }
     let root = std::path::absolute(&global.root)?;
     let dir = root.join("containers").join(&args.id);
+    log_to_container_dir(&dir);
     // The store records the container's state through these hooks; it is opened lazily in the
     // monitor's own (forked) process.
     let hooks = LazyStoreHooks {
@@ -31,30 +32,72 @@ pub fn run(global: &GlobalOptions, args: &ContainerMonitorArgs) -> Result<u8> {
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
 }
 
+/// The monitor's own messages (its warnings: a state it could not record, a removal that
+/// failed) go to `monitor.log` in the container's directory, as it has no terminal.
+fn log_to_container_dir(dir: &std::path::Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(file) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(dir.join("monitor.log"))
+    else {
+        return;
+    };
+    // SAFETY: dup2 onto standard error, before the monitor starts any thread.
+    unsafe {
+        libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&file), libc::STDERR_FILENO);
+    }
+}
+
+/// How long the monitor keeps trying to open the data root for a hook.
+const OPEN_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The store's hooks, opening the engine the first time one is called (after the monitor forked
-/// into the background, so the client is not kept waiting for it).
+/// into the background, so the client is not kept waiting for it). The monitor only records its
+/// own container's state, so it opens the store without the recovery a command runs, and a
+/// failed open is tried again (a busy store must not leave the state unrecorded).
 struct LazyStoreHooks<'a> {
     global: &'a GlobalOptions,
     id: &'a str,
-    engine: std::sync::OnceLock<Option<Engine>>,
+    engine: std::sync::OnceLock<Engine>,
 }
 
 impl LazyStoreHooks<'_> {
+    fn engine(&self) -> Result<&Engine, RunError> {
+        if let Some(e) = self.engine.get() {
+            return Ok(e);
+        }
+        let deadline = std::time::Instant::now() + OPEN_RETRY;
+        let mut pause = std::time::Duration::from_millis(10);
+        loop {
+            let opened = Engine::open_without_recovery(&carrel_engine::EngineOptions {
+                root: self.global.root.clone(),
+                storage_driver: self.global.storage_driver.clone(),
+            });
+            match opened {
+                Ok(e) => return Ok(self.engine.get_or_init(|| e)),
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    tracing::error!(error = %e, "the monitor cannot open the data root");
+                    return Err(RunError::Internal(format!(
+                        "cannot open the data root: {e}"
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "opening the data root failed; trying again");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
     fn with(
         &self,
         f: impl FnOnce(&StoreHooks<'_>) -> Result<(), RunError>,
     ) -> Result<(), RunError> {
-        let engine = self.engine.get_or_init(|| match super::open(self.global) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                tracing::error!(error = %e, "the monitor cannot open the data root");
-                None
-            }
-        });
-        match engine {
-            Some(e) => f(&StoreHooks::new(e, self.id)),
-            None => Err(RunError::Internal("cannot open the data root".into())),
-        }
+        f(&StoreHooks::new(self.engine()?, self.id))
     }
 }
 
