@@ -21,6 +21,9 @@ use crate::{Engine, Result};
 /// Docker's default stop timeout in seconds.
 pub const DEFAULT_STOP_TIMEOUT: i64 = 10;
 
+/// In the container directory while `restart` stops a `--rm` container (which is then kept).
+const RESTARTING_MARK: &str = "restarting";
+
 fn start_error(e: RunError) -> EngineError {
     match e {
         RunError::Runtime { .. } => {
@@ -54,7 +57,7 @@ impl Engine {
         } else {
             NetworkMode::None
         };
-        let (hosts, hostname, resolv) =
+        let (hostname, hosts, resolv) =
             super::spec::write_network_files(&dir, &cfg.hostname, network)?;
         let paths = self.snapshotter().paths(&c.snapshot)?;
         let mut args = vec![c.spec.path.clone()];
@@ -68,7 +71,13 @@ impl Engine {
             rootfs_mounts: self.snapshotter().mounts(&c.snapshot)?,
             readonly_rootfs: hc.readonly_rootfs,
             args,
-            env: cfg.env.clone().unwrap_or_default(),
+            // Docker's PATH (when the image has none), HOSTNAME and TERM (with -t), then the
+            // container's own.
+            env: super::spec::base_env(
+                cfg.env.as_deref().unwrap_or_default(),
+                &cfg.hostname,
+                cfg.tty,
+            ),
             cwd: if cfg.working_dir.is_empty() {
                 "/".into()
             } else {
@@ -128,6 +137,8 @@ impl Engine {
         let dir = self.container_dir(&c.id);
         // A previous run's monitor may still be finishing (unmounting, deleting runtime state).
         client::wait_monitor(&dir, Some(Duration::from_secs(10)));
+        // A restart that died between its stop and this start left its mark.
+        let _ = std::fs::remove_file(dir.join(RESTARTING_MARK));
         let plan = self.run_plan(&c)?;
         if let Err(e) = plan.save(&dir) {
             self.release_container_volumes(&c.id, c.spec.mounts.as_ref(), false);
@@ -190,8 +201,11 @@ impl Engine {
             Duration::from_secs(timeout as u64)
         };
         client::stop(&rt, &c.id, &dir, signal, wait)?;
-        self.refresh_container(&c.id)?;
-        Ok(())
+        match self.refresh_container(&c.id) {
+            // A `--rm` container is gone once its monitor recorded the exit: stopped, as asked.
+            Err(EngineError::NotFound(_)) if c.spec.host_config.auto_remove => Ok(()),
+            other => other.map(drop),
+        }
     }
 
     /// `carrel kill`: send a signal (default SIGKILL) to the container's init.
@@ -222,7 +236,19 @@ impl Engine {
     pub fn container_wait(&self, name_or_id: &str) -> Result<i64> {
         let c = self.resolve_container(name_or_id)?;
         if c.is_running() {
-            client::wait_monitor(&self.container_dir(&c.id), None);
+            let dir = self.container_dir(&c.id);
+            // A `--rm` container is gone with its record once it ended: its monitor tells the
+            // exit to its attached clients before it goes.
+            if c.spec.host_config.auto_remove
+                && let Ok(mut stream) = client::attach(&dir)
+            {
+                while let Ok(Some(event)) = stream.next_event() {
+                    if let client::Event::Exit(e) = event {
+                        return Ok(e.exit_code as i64);
+                    }
+                }
+            }
+            client::wait_monitor(&dir, None);
         }
         let c = self.refresh_container(&c.id)?;
         Ok(c.state.exit_code)
@@ -236,7 +262,19 @@ impl Engine {
         monitor_program: &Path,
     ) -> Result<()> {
         let c = self.resolve_container(name_or_id)?;
-        self.container_stop(&c.id, timeout)?;
+        // Docker turns AutoRemove off while restart stops the container: its monitor records
+        // the exit but keeps a `--rm` container while this mark is there.
+        let mark = self.container_dir(&c.id).join(RESTARTING_MARK);
+        let keep = c.spec.host_config.auto_remove && c.is_running();
+        if keep {
+            std::fs::write(&mark, b"")
+                .map_err(|e| EngineError::io("marking the restart of", &mark, e))?;
+        }
+        let stopped = self.container_stop(&c.id, timeout);
+        if keep {
+            let _ = std::fs::remove_file(&mark);
+        }
+        stopped?;
         self.update_container_state(&c.id, |s| {
             s.restart_count += 1;
             Ok(())
@@ -288,8 +326,11 @@ impl Engine {
             }
             Err(e) => tracing::debug!(error = %e, "no run plan; repairing instead"),
         }
-        self.refresh_container(&c.id)?;
-        Ok(())
+        match self.refresh_container(&c.id) {
+            // A `--rm` container removed itself when it ended.
+            Err(EngineError::NotFound(_)) if c.spec.host_config.auto_remove => Ok(()),
+            other => other.map(drop),
+        }
     }
 
     /// Re-read a container, repairing its state when its monitor died while the record says it
@@ -434,6 +475,15 @@ impl ContainerHooks for StoreHooks<'_> {
     }
 
     fn on_auto_remove(&self) -> std::result::Result<(), RunError> {
+        if self
+            .engine
+            .container_dir(&self.id)
+            .join(RESTARTING_MARK)
+            .exists()
+        {
+            tracing::debug!("restarting: the container is kept");
+            return Ok(());
+        }
         tracing::debug!("removing the container (--rm)");
         let r = self
             .engine

@@ -105,10 +105,17 @@ impl Container {
         )
     }
 
-    /// The command line Docker shows in `ps` (`sh -c 'echo hi'` becomes `"sh -c 'echo hi'"`).
+    /// The command line Docker shows in `ps`: the path, then the arguments, those with a space
+    /// in single quotes (`sh -c 'echo hi'`), as dockerd builds it.
     pub fn command(&self) -> String {
-        std::iter::once(self.spec.path.as_str())
-            .chain(self.spec.args.iter().map(String::as_str))
+        std::iter::once(self.spec.path.clone())
+            .chain(self.spec.args.iter().map(|a| {
+                if a.contains(' ') {
+                    format!("'{a}'")
+                } else {
+                    a.clone()
+                }
+            }))
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -337,6 +344,26 @@ impl Engine {
         outcome.unwrap_or_else(|| Err(EngineError::NotFound(format!("No such container: {id}"))))
     }
 
+    /// What Docker refuses at create (its `verifyContainerSettings`), before anything is made: a
+    /// relative working directory, an unknown stop signal, a runtime that is not there. Found
+    /// only at start, each would leave a container that can never run.
+    fn verify_settings(&self, config: &Config, host_config: &HostConfig) -> Result<()> {
+        if !config.working_dir.is_empty() && !config.working_dir.starts_with('/') {
+            return Err(EngineError::InvalidArgument(format!(
+                "the working directory '{}' is invalid, it needs to be an absolute path",
+                config.working_dir
+            )));
+        }
+        if let Some(sig) = config.stop_signal.as_deref().filter(|s| !s.is_empty()) {
+            runtime::parse_signal(sig)?;
+        }
+        if !host_config.runtime.is_empty() {
+            self.runtimes()
+                .select(&host_config.runtime, self.layout().root())?;
+        }
+        Ok(())
+    }
+
     /// `carrel create`: make a container (its record, writable layer and directory).
     pub fn container_create(&self, req: CreateRequest) -> Result<CreateResponse> {
         let CreateRequest {
@@ -355,6 +382,7 @@ impl Engine {
                 "No image specified: give an image name".into(),
             ));
         }
+        self.verify_settings(&config, &host_config)?;
         let image = self.resolve_image(&config.image)?;
         let image_config = self.image_config(&image)?;
         let run_config = image_config.config.clone().unwrap_or_default();

@@ -274,6 +274,18 @@ struct Client {
 /// Output buffered for a slow client before it is dropped.
 const MAX_CLIENT_BACKLOG: usize = 8 << 20;
 
+/// Output queued for an attached client above which the container's output is not read: the
+/// container then blocks writing until the client catches up (Docker's backpressure), and no
+/// client is dropped, nor output lost, because it reads slower than the container writes.
+const THROTTLE_BACKLOG: usize = 1 << 20;
+
+/// After the container exited, how long an attached client may make no progress reading the
+/// rest of its output before it is dropped (so that the exit is recorded).
+const STALLED_CLIENT: Duration = Duration::from_secs(10);
+
+/// After the container exited, how long output still in its pipes is read.
+const DRAIN: Duration = Duration::from_secs(2);
+
 impl Client {
     fn new(stream: UnixStream, wants_output: bool, is_sync: bool) -> Client {
         let _ = stream.set_nonblocking(true);
@@ -751,8 +763,13 @@ impl Monitor {
         }
         let mut buf = vec![0u8; 64 * 1024];
         let mut exit_code: Option<i32> = None;
-        let mut drain_deadline: Option<Instant> = None;
+        // Since when output is drained after the exit (reset when a throttle ends).
+        let mut drain_from: Option<Instant> = None;
+        let mut progress_at = Instant::now();
+        let mut last_backlog = 0;
+        let mut was_throttled = false;
         loop {
+            let throttled = self.throttled();
             // Build the poll set: [pidfd][out0][out1][listener][stdin][clients...]
             let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(8 + self.clients.len());
             let mut slots: Vec<Slot> = Vec::new();
@@ -763,6 +780,7 @@ impl Monitor {
                 slots.push(Slot::Pid);
             }
             match &self.output {
+                _ if throttled => {}
                 Output::Pipes { stdout, stderr } => {
                     if let Some(f) = stdout {
                         fds.push(PollFd::new(f, PollFlags::IN));
@@ -798,8 +816,9 @@ impl Monitor {
                 fds.push(PollFd::new(&c.stream, flags));
                 slots.push(Slot::Client(i));
             }
-            let timeout = match drain_deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()),
+            let timeout = match drain_from {
+                Some(_) if throttled => Duration::from_millis(100),
+                Some(d) => (d + DRAIN).saturating_duration_since(Instant::now()),
                 // Without a pidfd, poll for the exit now and then.
                 None if self.pidfd.is_none() => Duration::from_millis(100),
                 None => Duration::from_secs(1),
@@ -841,17 +860,56 @@ impl Monitor {
                 if exit_code.is_some() {
                     // Output still in the pipes is read until they close (the container's
                     // processes are gone with its pid namespace), for a bounded time.
-                    drain_deadline = Some(Instant::now() + Duration::from_secs(2));
+                    drain_from = Some(Instant::now());
                 }
             }
-            if let Some(d) = drain_deadline
-                && (!self.output_open() || Instant::now() >= d)
-            {
-                break;
+            let now = Instant::now();
+            let backlog = self.backlog();
+            if backlog < last_backlog || !throttled {
+                progress_at = now;
+            }
+            last_backlog = backlog;
+            if was_throttled && !throttled && drain_from.is_some() {
+                drain_from = Some(now);
+            }
+            was_throttled = throttled;
+            if let Some(d) = drain_from {
+                if !self.output_open() {
+                    break;
+                }
+                if throttled && now >= progress_at + STALLED_CLIENT {
+                    tracing::warn!(
+                        "dropping attached clients that stopped reading the output of an exited container"
+                    );
+                    for c in self.clients.iter_mut() {
+                        if c.wants_output && c.out.len() >= THROTTLE_BACKLOG {
+                            c.closed = true;
+                        }
+                    }
+                    self.drop_closed_clients();
+                } else if !throttled && now >= d + DRAIN {
+                    break;
+                }
             }
         }
         let exit_code = exit_code.unwrap_or(255);
         self.finish(hooks, exit_code)
+    }
+
+    /// Whether an attached client is so far behind that the container's output is not read.
+    fn throttled(&self) -> bool {
+        self.clients
+            .iter()
+            .any(|c| c.wants_output && !c.closed && c.out.len() >= THROTTLE_BACKLOG)
+    }
+
+    /// Output queued for the attached clients.
+    fn backlog(&self) -> usize {
+        self.clients
+            .iter()
+            .filter(|c| c.wants_output && !c.closed)
+            .map(|c| c.out.len())
+            .sum()
     }
 
     fn accept_clients(&mut self) {

@@ -327,7 +327,7 @@ impl Engine {
                                     if in_daemon_root(&b.source, &root)
                                         && !explicit_propagation(c, b) =>
                                 {
-                                    tracing::warn!(source = %b.source, "falling back to default propagation for a bind source in the data root");
+                                    tracing::debug!(source = %b.source, "falling back to default propagation for a bind source in the data root");
                                 }
                                 Err(e) => return Err(e),
                             }
@@ -475,16 +475,15 @@ impl Engine {
 
     /// Mount a stopped container's binds and volumes into a temporary view of its root at
     /// `target` (for `cp`, as Docker mounts them for its archive operations): sources pinned and
-    /// cloned as at start, destinations resolved inside the root. With `writable`, missing
-    /// mountpoints are created and the mounts keep their own mode; otherwise everything is
-    /// read-only and a destination that does not exist in the root is skipped. tmpfs mounts are
-    /// not there (their content ended with the container), nor are driver-backed volumes that
-    /// are not mounted. The caller detaches the whole tree with the view.
+    /// cloned as at start, destinations resolved inside the root and missing mountpoints made
+    /// (as Docker makes them). The mounts keep their own mode, or are all read-only with
+    /// `readonly`. tmpfs mounts are not there (their content ended with the container), nor are
+    /// driver-backed volumes. The caller detaches the whole tree with the view.
     pub(crate) fn mount_into_view(
         &self,
         c: &Container,
         target: &Path,
-        writable: bool,
+        readonly: bool,
     ) -> Result<()> {
         let Some(plan) = &c.spec.mounts else {
             return Ok(());
@@ -495,7 +494,7 @@ impl Engine {
         let root = carrel_core::fs::Root::open(target)
             .map_err(|e| EngineError::io("opening", target, e))?;
         for m in order {
-            let (source, readonly, recursive) = match m {
+            let (source, ro, recursive) = match m {
                 MountSpec::Bind(b) => (
                     PlannedSource::Host {
                         path: PathBuf::from(&b.source),
@@ -529,12 +528,7 @@ impl Engine {
                     continue;
                 }
             };
-            let create = if writable {
-                setup::Create::All
-            } else {
-                setup::Create::Nothing
-            };
-            let point = match setup::resolve_destination(&root, &dest, is_dir, create) {
+            let point = match setup::resolve_destination(&root, &dest, is_dir, setup::Create::All) {
                 Ok((_, Some(point))) => point,
                 Ok((_, None)) => continue,
                 Err(e) => {
@@ -542,11 +536,8 @@ impl Engine {
                     continue;
                 }
             };
-            let tree = setup::clone_source(
-                std::os::fd::AsFd::as_fd(&fd),
-                readonly || !writable,
-                recursive,
-            )?;
+            let tree =
+                setup::clone_source(std::os::fd::AsFd::as_fd(&fd), readonly || ro, recursive)?;
             setup::attach(&tree, std::os::fd::AsFd::as_fd(&point), Path::new(&dest))?;
         }
         Ok(())

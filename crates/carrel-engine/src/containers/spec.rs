@@ -575,6 +575,18 @@ pub fn write_replace(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()>
 /// `TERM=xterm` with a terminal, `HOME` from the resolved user (when not set), then `env` (image
 /// environment followed by `-e`, later entries winning).
 pub fn docker_env(env: &[String], hostname: &str, tty: bool, home: &str) -> Vec<String> {
+    let mut out = base_env(env, hostname, tty);
+    if !out.iter().any(|e| e.starts_with("HOME=")) {
+        let home = if home.is_empty() { "/" } else { home };
+        out.push(format!("HOME={home}"));
+    }
+    out
+}
+
+/// [`docker_env`] without `HOME`: what the store plans before the user is known. The monitor adds
+/// `HOME` when it resolves `--user` in the mounted root ([`RunPlan::resolve_in_root`]); without
+/// `--user` the runtime sets it from the root user's `/etc/passwd` entry, as Docker does.
+pub fn base_env(env: &[String], hostname: &str, tty: bool) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let set = |out: &mut Vec<String>, kv: String| {
         let key = kv.split('=').next().unwrap_or("").to_string();
@@ -596,10 +608,6 @@ pub fn docker_env(env: &[String], hostname: &str, tty: bool, home: &str) -> Vec<
     }
     for kv in env {
         set(&mut out, kv.clone());
-    }
-    if !out.iter().any(|e| e.starts_with("HOME=")) {
-        let home = if home.is_empty() { "/" } else { home };
-        out.push(format!("HOME={home}"));
     }
     out
 }

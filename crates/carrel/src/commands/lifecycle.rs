@@ -168,7 +168,15 @@ fn attach_session(
                 Ok(Some(Event::Exit(e))) => break Some(e),
                 Ok(Some(_)) => {}
                 Ok(None) => break None,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break None,
+                // The monitor went away (killed), perhaps in the middle of a frame.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    break None;
+                }
                 Err(e) => return Err(e.into()),
             }
         };
@@ -454,20 +462,24 @@ pub fn exec(engine: &Engine, a: &ExecArgs) -> Result<u8> {
         } else {
             std::process::Stdio::null()
         };
-        client::exec(
+        // Its stderr is relayed, so that the runtime's own copy of an error is not shown.
+        client::exec_relayed(
             &plan,
             &req,
-            (
-                stdin,
-                std::process::Stdio::inherit(),
-                std::process::Stdio::inherit(),
-            ),
+            stdin,
+            std::process::Stdio::inherit(),
+            Box::new(std::io::stderr()),
         )
     };
     match result {
         Ok(code) => Ok(exit_u8(code as i64)),
         Err(e) => {
-            let code = e.exit_code();
+            // Docker: 127/126 for a command that is missing or cannot be executed, 126 for any
+            // other failure to start the process (an unknown --user, a bad working directory).
+            let code = match &e {
+                carrel_engine::containers::runtime::RunError::Runtime { .. } => e.exit_code(),
+                _ => 126,
+            };
             eprintln!("Error: {e}");
             Err(ExitStatus(exit_u8(code as i64)).into())
         }

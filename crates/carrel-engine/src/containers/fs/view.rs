@@ -233,7 +233,9 @@ impl Engine {
     /// and detach it (see the module docs).
     fn temporary_root(&self, c: &Container, access: Access, with_mounts: bool) -> Result<Root> {
         let mut mounts = self.snapshotter().mounts(&c.snapshot)?;
-        if access == Access::ReadOnly {
+        // With its binds and volumes, the root is mounted writable so their mountpoints can be
+        // made (Docker makes them for every archive operation), and made read-only after.
+        if access == Access::ReadOnly && !with_mounts {
             mounts = readonly_mounts(mounts);
         }
         let target = self.container_dir(&c.id).join(format!(
@@ -255,7 +257,25 @@ impl Engine {
         // submounts from their parent, so the view is then a detached copy of the whole tree
         // (`open_tree(OPEN_TREE_CLONE | AT_RECURSIVE)`), which keeps them where they are.
         let fd = if with_mounts {
-            self.mount_into_view(c, &point.target, access == Access::ReadWrite)?;
+            let readonly = access == Access::ReadOnly;
+            self.mount_into_view(c, &point.target, readonly)?;
+            if readonly {
+                let top = rfs::open(
+                    &point.target,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| EngineError::io("opening", &point.target, e.into()))?;
+                carrel_mount::sys::mount_setattr(
+                    top.as_fd(),
+                    false,
+                    carrel_mount::sys::MountAttrChange {
+                        set: carrel_mount::sys::MOUNT_ATTR_RDONLY,
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| EngineError::io("making read-only", &point.target, e))?;
+            }
             rustix::mount::open_tree(
                 rfs::CWD,
                 &point.target,

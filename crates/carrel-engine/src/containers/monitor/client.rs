@@ -174,7 +174,14 @@ impl MonitorHandle {
                 Ok(Some(Event::Exit(e))) => return Ok(Some(e)),
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+                    ) =>
+                {
+                    return Ok(None);
+                }
                 Err(e) => return Err(RunError::Internal(format!("reading from the monitor: {e}"))),
             }
         }
@@ -517,6 +524,137 @@ pub fn exec(
         &ExecOptions::default(),
         stdio,
     )
+}
+
+/// `exec` without a terminal for a client that shows the process's output (`carrel exec`): like
+/// [`exec`], but the process's stderr is relayed to `stderr` and nothing the runtime itself
+/// prints there reaches it. A runtime writes its error to its stderr as well as to its log, and
+/// the process inherits that same stderr; so the process is started detached (with this process
+/// as a child subreaper, it becomes our child once the runtime exits) and what the pipe carries
+/// before the runtime has exited is held back: dropped when the runtime failed (the error is
+/// returned, once, from its log), passed on when the process started. Returns the process's exit
+/// code once it ended and its stderr is drained (bounded, for descendants that keep it open).
+pub fn exec_relayed(
+    plan: &RunPlan,
+    req: &ExecRequest,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Box<dyn Write + Send>,
+) -> Result<i32, RunError> {
+    use std::sync::{Arc, Mutex};
+    let process = exec_process(plan, req)?;
+    let pid_file = plan
+        .bundle
+        .join(format!("exec-{}-{}.pid", std::process::id(), now_nanos()));
+    let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+    let opts = ExecOptions {
+        detach: true,
+        pid_file: Some(pid_file.clone()),
+        ..Default::default()
+    };
+    let mut cmd = plan
+        .runtime
+        .exec_command(&plan.id, &plan.bundle, &process, &opts)?;
+    let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| RunError::io("creating pipe for", &plan.bundle, e.into()))?;
+    cmd.stdin(stdin).stdout(stdout).stderr(Stdio::from(err_w));
+    let spawned = cmd.spawn();
+    // Our copy of the pipe's write end goes with the Command's stdio.
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = spawned.map_err(|e| RunError::io("running", &plan.runtime.path, e))?;
+    // Relay: `None` while held back, then straight through.
+    struct Relay {
+        held: Option<Vec<u8>>,
+        out: Box<dyn Write + Send>,
+    }
+    let relay = Arc::new(Mutex::new(Relay {
+        held: Some(Vec::new()),
+        out: stderr,
+    }));
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    {
+        let relay = relay.clone();
+        let mut reader = std::fs::File::from(err_r);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let mut r = relay.lock().unwrap_or_else(|p| p.into_inner());
+                        match r.held.as_mut() {
+                            Some(h) => h.extend_from_slice(&buf[..n]),
+                            None => {
+                                let _ = r.out.write_all(&buf[..n]);
+                                let _ = r.out.flush();
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = done_tx.send(());
+        });
+    }
+    let status = child
+        .wait()
+        .map_err(|e| RunError::io("running", &plan.runtime.path, e))?;
+    let started = plan.runtime.finish_exec(&cmd, status);
+    let pid = crate::containers::runtime::read_pid_file(&pid_file);
+    let _ = std::fs::remove_file(&pid_file);
+    let held = {
+        let mut r = relay.lock().unwrap_or_else(|p| p.into_inner());
+        let held = r.held.take().unwrap_or_default();
+        if started.is_ok() && status.success() {
+            let _ = r.out.write_all(&held);
+            let _ = r.out.flush();
+        }
+        held
+    };
+    started?;
+    if !status.success() {
+        // Failed without logging why: its stderr says it.
+        let message = crate::containers::runtime::runtime_error_message(None, &held)
+            .unwrap_or_else(|| format!("{} exec exited with {status}", plan.runtime.name));
+        let exit_code = match crate::containers::runtime::exit_code_for_message(&message) {
+            125 => 126,
+            c => c,
+        };
+        return Err(RunError::Runtime {
+            op: "exec".into(),
+            message,
+            exit_code,
+        });
+    }
+    let pid = pid?;
+    let mut st: libc::c_int = 0;
+    // SAFETY: waitpid on the exec'd process, our child through the subreaper.
+    let r = loop {
+        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+        if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        break r;
+    };
+    if r != pid {
+        return Err(RunError::Internal(format!(
+            "lost the exit status of exec'd process {pid}"
+        )));
+    }
+    let code = if libc::WIFEXITED(st) {
+        libc::WEXITSTATUS(st)
+    } else if libc::WIFSIGNALED(st) {
+        128 + libc::WTERMSIG(st)
+    } else {
+        255
+    };
+    // Its stderr ends with it (and the container's processes with the container); a descendant
+    // that keeps it open is not waited for long.
+    let _ = done_rx.recv_timeout(Duration::from_secs(2));
+    Ok(code)
 }
 
 /// `exec -t`: run the process on a new terminal and relay it to `input`/`output` (normally the
