@@ -53,6 +53,12 @@ impl Env {
         Env { t }
     }
 
+    fn with_driver(name: &str, driver: &str) -> Env {
+        let t = TestRoot::with_driver(name, driver);
+        busybox(&t);
+        Env { t }
+    }
+
     /// `carrel ARGS`: must succeed; stdout.
     fn out(&self, args: &[&str]) -> String {
         let o = self.t.run(args);
@@ -716,7 +722,7 @@ fn bind_source_swapped_while_mounting_never_mounts_another_path() {
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let target = if n % 2 == 0 { &b } else { &a };
+                let target = if n.is_multiple_of(2) { &b } else { &a };
                 let _ = std::fs::remove_file(&tmp);
                 std::os::unix::fs::symlink(target, &tmp).unwrap();
                 std::fs::rename(&tmp, &link).unwrap();
@@ -1314,10 +1320,74 @@ fn cp_reaches_the_volumes_of_a_stopped_container_and_leaves_no_mount() {
         std::fs::read_to_string(out.join("file")).unwrap(),
         "into the volume\n"
     );
+    // A container that never ran: the mountpoint is made, as Docker makes it.
+    e.out(&[
+        "create",
+        "--name",
+        "fresh",
+        "-v",
+        "data:/newdir",
+        "busybox",
+        "true",
+    ]);
+    e.out(&["cp", f.to_str().unwrap(), "fresh:/newdir/again"]);
+    assert!(e.vol("data").join("again").is_file());
+    e.out(&["rm", "fresh"]);
     // ST-44: no mount was added or left anywhere.
     assert_eq!(host_info(), before);
     assert!(e.mounts().is_empty(), "left mounted: {:?}", e.mounts());
     e.out(&["rm", "cc"]);
+    e.assert_check_clean();
+}
+
+#[test]
+fn volumes_binds_and_tmpfs_on_the_copy_driver() {
+    let e = Env::with_driver("mnt-copydrv", "copy");
+    e.image("app:v1", &["VOLUME /app"], |d| {
+        write(&d.join("app/config.txt"), "default\n")
+    });
+    let src = e.scratch("src");
+    write(&src.join("f"), "host\n");
+    let ro = format!("{}:/h:ro", src.display());
+    for rt in RUNTIMES {
+        let out = e.run_rt(
+            rt,
+            &[
+                "-v",
+                "appdata:/app",
+                "-v",
+                &ro,
+                "--tmpfs",
+                "/t",
+                "app:v1",
+                "sh",
+                "-c",
+                "cat /app/config.txt /h/f; touch /h/x 2>&1 || true; stat -c %a /t",
+            ],
+        );
+        assert_eq!(
+            out, "default\nhost\ntouch: /h/x: Read-only file system\n1777\n",
+            "{rt}"
+        );
+    }
+    e.out(&[
+        "create",
+        "--name",
+        "cc",
+        "-v",
+        "appdata:/app",
+        "busybox",
+        "true",
+    ]);
+    let f = e.scratch("payload");
+    write(&f, "p\n");
+    e.out(&["cp", f.to_str().unwrap(), "cc:/app/"]);
+    assert_eq!(
+        std::fs::read_to_string(e.vol("appdata").join("payload")).unwrap(),
+        "p\n"
+    );
+    e.out(&["rm", "cc"]);
+    assert!(e.mounts().is_empty(), "left mounted: {:?}", e.mounts());
     e.assert_check_clean();
 }
 

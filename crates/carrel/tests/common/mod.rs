@@ -500,6 +500,8 @@ impl Drop for TestRoot {
     fn drop(&mut self) {
         let me = std::process::id();
         let needle = self.base.as_os_str().as_bytes().to_vec();
+        // 0. Containers of this root that still run (their processes do not name it).
+        kill_containers_of(&self.root, &self.base);
         // 1. Processes: those we started and still run, and any process whose command line names
         //    this test directory (started through setpriv, a shell, …).
         let mut victims: BTreeSet<u32> = BTreeSet::new();
@@ -1451,4 +1453,170 @@ pub fn docker_since(unix_secs: i64) -> String {
         "{} ago",
         docker_duration(Duration::from_secs((now - unix_secs).max(0) as u64))
     )
+}
+
+// ---- containers -----------------------------------------------------------------------------
+
+/// Poll `f` every 20 ms until it returns true or `timeout` passes; returns whether it did.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn all_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A process's command line with spaces for the NULs (for messages).
+pub fn cmdline_text(pid: u32) -> String {
+    let c = cmdline_of(pid).unwrap_or_default();
+    String::from_utf8_lossy(&c)
+        .trim_end_matches('\0')
+        .replace('\0', " ")
+}
+
+/// Processes other than this one whose command line names `dir` or a path inside it (container
+/// monitors, carrel clients), as `(pid, command line)`.
+pub fn processes_naming(dir: &Path) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let needle = dir.as_os_str().as_bytes();
+    all_pids()
+        .into_iter()
+        .filter(|p| *p != me && cmdline_of(*p).is_some_and(|c| names_dir(&c, needle)))
+        .map(|p| (p, cmdline_text(p)))
+        .collect()
+}
+
+/// Processes of containers whose root filesystem lives under `dir`: processes in another mount
+/// namespace than this one whose `/` is a mount naming `dir` (an overlay whose layers are there,
+/// or a bind of a directory there), as `(pid, command line)`.
+pub fn processes_rooted_in(dir: &Path) -> Vec<(u32, String)> {
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok();
+    let mine = ns("self");
+    let needle = format!("{}/", dir.display());
+    all_pids()
+        .into_iter()
+        .filter(|p| {
+            let other = ns(&p.to_string());
+            other.is_some() && other != mine
+        })
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/mountinfo")).is_ok_and(|info| {
+                info.lines()
+                    .any(|l| l.split(' ').nth(4) == Some("/") && l.contains(&needle))
+            })
+        })
+        .map(|p| (p, cmdline_text(p)))
+        .collect()
+}
+
+/// Kill and delete every container the OCI runtimes keep state for under `data_root`
+/// (`runtime/<name>/<id>`: `<name> --root … delete --force <id>`), and SIGKILL any process still
+/// rooted in `base` (see [`processes_rooted_in`]). For clean-up of tests that run containers.
+pub fn kill_containers_of(data_root: &Path, base: &Path) {
+    for rt in list_dir(&data_root.join("runtime")) {
+        let state = data_root.join("runtime").join(&rt);
+        if !state.is_dir() {
+            continue;
+        }
+        for id in list_dir(&state) {
+            if !carrel_core::digest::is_hex64(&id) {
+                continue;
+            }
+            let _ = Command::new(&rt)
+                .arg("--root")
+                .arg(&state)
+                .args(["delete", "--force", &id])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    for (pid, _) in processes_rooted_in(base) {
+        // SAFETY: a plain syscall on a process running on a root under our test directory.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+}
+
+/// A new pseudo-terminal: `(master, slave)`.
+pub fn openpty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut master: libc::c_int = -1;
+    let mut slave: libc::c_int = -1;
+    // SAFETY: valid pointers to two ints; name, termios and winsize may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", io::Error::last_os_error());
+    // SAFETY: openpty returned two new descriptors that nothing else owns.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(master),
+            std::os::fd::OwnedFd::from_raw_fd(slave),
+        )
+    }
+}
+
+impl TestRoot {
+    /// Container state directories the OCI runtimes keep for this root (`runtime/<name>/<id>`).
+    pub fn runtime_states(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for rt in list_dir(&self.path("runtime")) {
+            let dir = self.path("runtime").join(&rt);
+            if dir.is_dir() {
+                out.extend(list_dir(&dir).into_iter().map(|id| format!("{rt}/{id}")));
+            }
+        }
+        out
+    }
+
+    /// What running containers would leave behind if they were not cleaned up: mounts under the
+    /// test directory, processes naming it (monitors, clients), processes rooted in it
+    /// (containers), and runtime state. Empty when there is nothing.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .mounts()
+            .iter()
+            .map(|m| format!("mount {}", m.display()))
+            .collect();
+        out.extend(
+            processes_naming(&self.base)
+                .into_iter()
+                .map(|(p, c)| format!("process {p} {c}")),
+        );
+        out.extend(
+            processes_rooted_in(&self.base)
+                .into_iter()
+                .map(|(p, c)| format!("container process {p} {c}")),
+        );
+        out.extend(
+            self.runtime_states()
+                .into_iter()
+                .map(|s| format!("runtime state {s}")),
+        );
+        out
+    }
 }
