@@ -1,0 +1,96 @@
+#!/bin/bash
+# Suite "cli" (issue "`carrel serve`"): the same docker CLI (Debian's docker 20.10 client) runs the
+# same commands against `carrel serve` (the Docker Engine API on a unix socket) and against
+# dockerd, alternating, and the ratios carrel ÷ dockerd are reported. (carrel's side is skipped,
+# with a note, by a carrel without `serve`.)
+#
+# Commands: those of the seed document's examples that leave nothing behind (see CASES below):
+# version, info, images, ps -a, image inspect, volume create/inspect/ls/rm, system df,
+# run --rm with a volume, a tmpfs and a read-only root.
+#
+# Usage: bench/suites/cli.sh             (or bench/run.sh cli)
+# Environment: ROUNDS (default 21), WARMUP (default 2), CARREL_SERVE_ARGS (how to make
+# `carrel serve` listen on a socket; default "-H unix://SOCKET"; adjust to carrel's flags).
+SUITE=cli
+# shellcheck source=SCRIPTDIR/../lib.sh
+. "$(dirname "$0")/../lib.sh"
+
+ROUNDS=${ROUNDS:-21}
+WARMUP=${WARMUP:-2}
+CARREL_SOCK=$PRIV/carrel.sock
+CARREL_SERVE_ARGS=${CARREL_SERVE_ARGS:-"-H unix://$CARREL_SOCK"}
+CASES=("version" "info" "images" "ps -a" "image inspect busybox"
+  "volume create bench-cli-new" "volume inspect bench-cli-new" "volume ls" "volume rm bench-cli-new"
+  "system df" "run --rm busybox true" "run --rm -v bench-cli-data:/data busybox true"
+  "run --rm --tmpfs /run:size=64m busybox true" "run --rm --read-only busybox true")
+
+bench_init
+docker_start
+podman_setup        # only for busybox_everywhere; podman is not measured here
+at_exit carrel_cleanup
+busybox_everywhere
+
+SERVERS=(dockerd)
+SERVE_PID=
+stop_serve() {
+  [ -n "$SERVE_PID" ] || return 0
+  kill -TERM "$SERVE_PID" 2>/dev/null || true
+  wait "$SERVE_PID" 2>/dev/null || true
+  rm -f "$CARREL_SOCK"
+  log "carrel serve stopped"
+}
+if carrel serve --help >/dev/null 2>&1; then
+  rm -f "$CARREL_SOCK"
+  read -r -a serve_args <<<"$CARREL_SERVE_ARGS"
+  carrel serve "${serve_args[@]}" >>"$LOGS/$SUITE-serve.log" 2>&1 </dev/null 9>&- &
+  SERVE_PID=$!
+  at_exit stop_serve
+  for ((i = 0; i < 60; i++)); do
+    DOCKER_HOST=unix://$CARREL_SOCK /usr/bin/docker version >/dev/null 2>&1 && break
+    sleep 0.25
+  done
+  DOCKER_HOST=unix://$CARREL_SOCK /usr/bin/docker version >/dev/null 2>&1 ||
+    die "carrel serve ${CARREL_SERVE_ARGS} did not answer on $CARREL_SOCK (see $LOGS/$SUITE-serve.log)"
+  SERVERS=("carrel serve" dockerd)
+else
+  log "carrel has no 'serve' command yet: skipping carrel's side (dockerd only)"
+fi
+
+# client SERVER ARGS...: the docker CLI against SERVER
+client() {
+  local server=$1; shift
+  if [ "$server" = dockerd ]; then docker "$@"; else DOCKER_HOST=unix://$CARREL_SOCK /usr/bin/docker "$@"; fi
+}
+
+# the volume the runs mount, on both servers (removed at exit)
+for s in "${SERVERS[@]}"; do run_quiet client "$s" volume create bench-cli-data; done
+rm_cli_volumes() {
+  local s
+  for s in "${SERVERS[@]}"; do client "$s" volume rm -f bench-cli-data bench-cli-new >/dev/null 2>&1 || true; done
+}
+at_exit rm_cli_volumes
+
+for c in "${CASES[@]}"; do
+  for s in "${SERVERS[@]}"; do describe "docker $c" "$s" "DOCKER_HOST=unix://$([ "$s" = dockerd ] && echo "$DOCKER_SOCK" || echo "$CARREL_SOCK") docker $c"; done
+done
+for ((w = 0; w < WARMUP; w++)); do
+  for c in "${CASES[@]}"; do
+    read -r -a args <<<"$c"
+    for s in "${SERVERS[@]}"; do run_quiet client "$s" "${args[@]}"; done
+  done
+done
+for ((r = 1; r <= ROUNDS; r++)); do
+  wait_quiet
+  mapfile -t order < <(rotate "$r" "${SERVERS[@]}")
+  for c in "${CASES[@]}"; do
+    read -r -a args <<<"$c"
+    for s in "${order[@]}"; do timed "docker $c" "$s" "$r" client "$s" "${args[@]}"; done
+  done
+done
+
+aims=()
+for c in "${CASES[@]}"; do
+  aims+=(--aim "docker $c: carrel serve faster than dockerd::ratio::docker $c::carrel serve::docker $c::dockerd::<::1")
+done
+write_report "cli: the docker CLI against carrel serve vs dockerd" "${aims[@]}" \
+  --note "Conditions: Debian's docker 20.10 client for both servers; the same busybox image in both; servers rotate which goes first each round."
