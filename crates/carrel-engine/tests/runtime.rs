@@ -173,6 +173,7 @@ impl Env {
             bundle: dir.clone(),
             rootfs: dir.join("merged"),
             rootfs_mounts: vec![Mount::Overlay(OverlayMount {
+                volatile: false,
                 lower: vec![busybox_lower()],
                 upper: Some(dir.join("upper")),
                 work: Some(dir.join("work")),

@@ -279,6 +279,11 @@ fn overlay_fsmount(o: &OverlayMount, plus: bool, target: &Path) -> Result<OwnedF
     for (k, v) in [("index", "off"), ("redirect_dir", "off")] {
         fsconfig_str(&fs, k, Path::new(v), target)?;
     }
+    if o.volatile && o.upper.is_some() {
+        rustix::mount::fsconfig_set_flag(&fs, "volatile").map_err(|e| {
+            MountError::sys(target, format!("fsconfig(volatile){}", fs_log(&fs)), e)
+        })?;
+    }
     rustix::mount::fsconfig_create(&fs).map_err(|e| {
         MountError::sys(
             target,
@@ -331,6 +336,9 @@ pub fn classic_overlay_data(o: &OverlayMount) -> Vec<u8> {
         data.extend(escape_classic(work));
     }
     data.extend(b",index=off,redirect_dir=off");
+    if o.volatile && o.upper.is_some() {
+        data.extend(b",volatile");
+    }
     data
 }
 
@@ -515,6 +523,7 @@ mod tests {
     #[test]
     fn classic_data_escapes_and_prefers_short_paths() {
         let o = OverlayMount {
+            volatile: false,
             lower: vec!["/a:b".into(), "/c,d".into()],
             upper: Some("/u".into()),
             work: Some("/w".into()),
@@ -524,7 +533,21 @@ mod tests {
             String::from_utf8(classic_overlay_data(&o)).unwrap(),
             "lowerdir=/a\\:b:/c\\,d,upperdir=/u,workdir=/w,index=off,redirect_dir=off"
         );
+        let volatile = OverlayMount {
+            volatile: true,
+            ..o.clone()
+        };
+        assert!(
+            String::from_utf8(classic_overlay_data(&volatile))
+                .unwrap()
+                .ends_with(",redirect_dir=off,volatile")
+        );
+        assert_eq!(
+            volatile.volatile_marker().unwrap(),
+            Path::new("/w/work/incompat/volatile")
+        );
         let o = OverlayMount {
+            volatile: false,
             short: Some(ShortLowers {
                 dir: "/home".into(),
                 lower: vec!["l/A".into(), "l/B".into()],
@@ -564,6 +587,7 @@ mod tests {
     fn invalid_overlays_are_refused_before_any_syscall() {
         let t = Path::new("/nonexistent");
         let one = OverlayMount {
+            volatile: false,
             lower: vec!["/a".into()],
             upper: None,
             work: None,
@@ -571,6 +595,7 @@ mod tests {
         };
         assert!(check_overlay(&one, t).is_err());
         let many = OverlayMount {
+            volatile: false,
             lower: vec!["/a".into(); 501],
             upper: Some("/u".into()),
             work: Some("/w".into()),

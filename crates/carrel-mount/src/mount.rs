@@ -21,6 +21,23 @@ pub struct OverlayMount {
     /// `lowerdir+`), resolved relative to [`ShortLowers::dir`]. Ignored with the new mount API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short: Option<ShortLowers>,
+    /// Mount with overlayfs's `volatile` option (with an upper layer): the upper filesystem is
+    /// not synced, at unmount nor on `sync`/`fsync` inside. For writable layers that are thrown
+    /// away with their container (`--rm`); after a crash the kernel refuses the upper layer
+    /// until `work/incompat/volatile` (a directory) is removed (see
+    /// [`OverlayMount::volatile_marker`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub volatile: bool,
+}
+
+impl OverlayMount {
+    /// The directory overlayfs leaves in the work directory of a volatile mount, which makes
+    /// later mounts of the same upper layer fail until it is removed.
+    pub fn volatile_marker(&self) -> Option<PathBuf> {
+        self.work
+            .as_ref()
+            .map(|w| w.join("work").join("incompat").join("volatile"))
+    }
 }
 
 /// Lower directories given relative to a base directory, to keep `mount(2)` option data short

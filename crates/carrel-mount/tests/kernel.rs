@@ -60,6 +60,7 @@ fn overlay_with_500_lowers_and_an_upper() {
     let t = std::time::Instant::now();
     m.mount(
         &Mount::Overlay(OverlayMount {
+            volatile: false,
             lower,
             upper: Some(upper.clone()),
             work: Some(work),
@@ -93,6 +94,7 @@ fn read_only_overlay_and_too_many_lowers() {
     let err = m
         .mount(
             &Mount::Overlay(OverlayMount {
+                volatile: false,
                 lower: lower.clone(),
                 upper: None,
                 work: None,
@@ -104,6 +106,7 @@ fn read_only_overlay_and_too_many_lowers() {
     assert!(err.to_string().contains("501"), "{err}");
     m.mount(
         &Mount::Overlay(OverlayMount {
+            volatile: false,
             lower: lower[..2].to_vec(),
             upper: None,
             work: None,
@@ -127,6 +130,7 @@ fn classic_fallback_uses_short_paths_and_refuses_long_data() {
     let work = s.mkdir("work");
     let m = KernelMounter::classic_overlay();
     let o = OverlayMount {
+        volatile: false,
         lower: lower.clone(),
         upper: Some(upper),
         work: Some(work),
@@ -147,6 +151,7 @@ fn classic_fallback_uses_short_paths_and_refuses_long_data() {
             .collect(),
     };
     let o = OverlayMount {
+        volatile: false,
         short: Some(short),
         ..o
     };

@@ -103,6 +103,7 @@ impl OverlaySnapshotter {
         match row.kind {
             Kind::Active if chain.is_empty() => vec![Mount::bind(self.diff(row), false)],
             Kind::Active => vec![Mount::Overlay(OverlayMount {
+                volatile: false,
                 lower,
                 upper: Some(self.diff(row)),
                 work: Some(self.store.dir(&row.id).join("work")),
@@ -112,6 +113,7 @@ impl OverlaySnapshotter {
                 vec![Mount::bind(lower[0].clone(), true)]
             }
             Kind::View | Kind::Committed => vec![Mount::Overlay(OverlayMount {
+                volatile: false,
                 lower,
                 upper: None,
                 work: None,

@@ -46,6 +46,7 @@ fn classic_fallback_refuses_what_does_not_fit() {
             .collect(),
     };
     let m = Mount::Overlay(OverlayMount {
+        volatile: false,
         lower,
         upper: None,
         work: None,

@@ -87,7 +87,10 @@ fn init_logging(global: &cli::GlobalOptions) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warn,carrel={level},carrel_engine={level},carrel_storage={level},carrel_archive={level},carrel_mount={level},carrel_meta={level}")));
     // Debug output carries the process id and microsecond timestamps, to follow a command
     // through its monitor.
-    let verbose = global.debug || matches!(global.log_level.as_str(), "debug" | "trace");
+    // (`CARREL_LOG`, which a command's container monitors inherit, counts as asking for it.)
+    let verbose = global.debug
+        || matches!(global.log_level.as_str(), "debug" | "trace")
+        || std::env::var_os("CARREL_LOG").is_some();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1676,8 +1676,26 @@ fn rm_and_auto_remove_leave_nothing() {
         &format!("echo start >> /starts; {TRAPPING}"),
     ]);
     r.wait_log("rs", "ready");
+    // The writable layer of a --rm container is mounted volatile (not synced: it is thrown
+    // away), and mounts again after a restart; other containers' layers are not.
+    let root_line = "grep ' / / ' /proc/self/mountinfo";
+    assert!(
+        r.ok(&["exec", "rs", "sh", "-c", root_line])
+            .contains("volatile"),
+        "--rm root not volatile"
+    );
+    let kept = r.ok(&["run", "--name", "kept", "busybox", "sh", "-c", root_line]);
+    assert!(
+        kept.contains("overlay") && !kept.contains("volatile"),
+        "{kept}"
+    );
+    r.ok(&["rm", "kept"]);
     assert_eq!(r.ok(&["restart", "rs"]), "rs\n");
     assert_eq!(r.status("rs"), "running");
+    assert!(
+        r.ok(&["exec", "rs", "sh", "-c", root_line])
+            .contains("volatile")
+    );
     assert_eq!(
         r.ins("rs", "{{.RestartCount}} {{.HostConfig.AutoRemove}}"),
         "1 true"

@@ -29,7 +29,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use carrel_core::fs::FileLock;
-use carrel_mount::{KernelMounter, Mounter};
+use carrel_mount::{KernelMounter, Mount, Mounter};
 use rustix::event::{PollFd, PollFlags, poll};
 use serde::{Deserialize, Serialize};
 
@@ -379,6 +379,40 @@ struct Monitor {
 
 type StartFailure = (RunError, ExitInfo);
 
+/// The mounts of the container's root. The writable layer of a `--rm` container, thrown away
+/// when it ends, is mounted `volatile` (as Podman does): its unmount then does not sync the whole
+/// filesystem under it, which would make every short `run --rm` wait for all the host's pending
+/// writes. A marker left by an earlier run that did not unmount cleanly is removed first: such a
+/// layer is disposable by definition.
+fn root_mounts(plan: &RunPlan) -> Vec<Mount> {
+    let mut mounts = plan.rootfs_mounts.clone();
+    if plan.auto_remove {
+        for m in mounts.iter_mut() {
+            if let Mount::Overlay(o) = m
+                && o.upper.is_some()
+            {
+                o.volatile = true;
+            }
+        }
+        remove_volatile_markers(&mounts);
+    }
+    mounts
+}
+
+/// Remove overlayfs's `incompat/volatile` markers of `mounts` (after a clean unmount).
+fn remove_volatile_markers(mounts: &[Mount]) {
+    for m in mounts {
+        if let Mount::Overlay(o) = m
+            && o.volatile
+            && let Some(marker) = o.volatile_marker()
+            && let Err(e) = std::fs::remove_dir_all(&marker)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(marker = %marker.display(), error = %e, "cannot remove the volatile marker");
+        }
+    }
+}
+
 impl Monitor {
     /// Everything up to a running container; on failure everything done is undone, the failure
     /// recorded and the hooks told.
@@ -466,7 +500,8 @@ impl Monitor {
                 std::fs::create_dir_all(&plan.rootfs)
                     .map_err(|e| RunError::io("creating", &plan.rootfs, e))?;
             }
-            KernelMounter::new().mount_all(&plan.rootfs_mounts, &plan.rootfs)?;
+            let mounts = root_mounts(plan);
+            KernelMounter::new().mount_all(&mounts, &plan.rootfs)?;
             self.mounted = true;
         }
         self.plan.resolve_in_root()?;
@@ -590,9 +625,14 @@ impl Monitor {
         self.staged.release();
         if self.mounted {
             let m = KernelMounter::new();
-            if let Err(e) = m.unmount(&self.plan.rootfs, false) {
-                tracing::warn!(error = %e, "unmounting the root failed; detaching it");
-                let _ = m.unmount(&self.plan.rootfs, true);
+            match m.unmount(&self.plan.rootfs, false) {
+                // Unmounted cleanly: a volatile upper layer is whole, and may be mounted again
+                // (a restart, or a view for `cp`) once overlayfs's marker is gone.
+                Ok(()) => remove_volatile_markers(&root_mounts(&self.plan)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "unmounting the root failed; detaching it");
+                    let _ = m.unmount(&self.plan.rootfs, true);
+                }
             }
             self.mounted = false;
         }

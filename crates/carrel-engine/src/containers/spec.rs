@@ -238,11 +238,13 @@ impl RunPlan {
     /// The plan's file name in the container directory.
     pub const FILE: &'static str = "plan.json";
 
-    /// Write the plan crash-safely into `dir`.
+    /// Write the plan into `dir`, atomically (a reader sees the old plan or the new one). It is
+    /// not synced: a plan is written anew at every start and lives no longer than the run it
+    /// describes (a crash of the host ends the run too), so an fsync would only slow each start.
     pub fn save(&self, dir: &Path) -> Result<(), RunError> {
-        let data = serde_json::to_vec_pretty(self)
+        let data = serde_json::to_vec(self)
             .map_err(|e| RunError::Internal(format!("encoding run plan: {e}")))?;
-        carrel_core::fs::atomic_write(dir, Self::FILE, &data, 0o600)
+        write_replace(dir, Self::FILE, &data)
             .map_err(|e| RunError::io("writing", dir.join(Self::FILE), e))
     }
 
@@ -554,6 +556,11 @@ pub fn write_config(bundle: &Path, spec: &Spec) -> Result<(), RunError> {
 /// files that are rewritten on every start and worthless after a crash of the host (the
 /// container does not survive it either), where syncing would only add latency.
 pub fn write_replace(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    write_replace_mode(dir, name, data, 0o600)
+}
+
+/// [`write_replace`] with the file mode of a new file.
+pub fn write_replace_mode(dir: &Path, name: &str, data: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -561,7 +568,7 @@ pub fn write_replace(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()>
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)
         .and_then(|mut f| f.write_all(data))
         .and_then(|()| std::fs::rename(&tmp, dir.join(name)));
@@ -841,8 +848,9 @@ pub fn write_network_files(
     hostname: &str,
     network: NetworkMode,
 ) -> Result<(PathBuf, PathBuf, PathBuf), RunError> {
+    // Written anew at every start, like the run plan: atomically, not synced.
     let write = |name: &str, data: &[u8]| -> Result<PathBuf, RunError> {
-        carrel_core::fs::atomic_write(dir, name, data, 0o644)
+        write_replace_mode(dir, name, data, 0o644)
             .map_err(|e| RunError::io("writing", dir.join(name), e))?;
         Ok(dir.join(name))
     };

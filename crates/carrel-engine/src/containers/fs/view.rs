@@ -319,6 +319,7 @@ mod tests {
     #[test]
     fn readonly_view_stacks_the_writable_layer_on_top() {
         let rw = vec![Mount::Overlay(OverlayMount {
+            volatile: false,
             lower: vec!["/l1".into(), "/l0".into()],
             upper: Some("/up".into()),
             work: Some("/work".into()),
@@ -328,6 +329,7 @@ mod tests {
         assert_eq!(
             ro,
             vec![Mount::Overlay(OverlayMount {
+                volatile: false,
                 lower: vec!["/up".into(), "/l1".into(), "/l0".into()],
                 upper: None,
                 work: None,
