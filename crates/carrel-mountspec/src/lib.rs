@@ -45,7 +45,7 @@ pub mod api;
 pub mod cli;
 pub mod csv;
 mod error;
-mod gostr;
+pub mod gostr;
 pub mod host;
 pub mod plan;
 pub mod spec;

@@ -269,33 +269,11 @@ fn ellipsis(s: &str, width: usize) -> String {
     out
 }
 
-/// Go's `strconv.Quote`, which the docker CLI applies to the `COMMAND` column: double quotes,
-/// with `"` and `\` escaped and control characters written as escapes.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn ps_row(engine: &Engine, c: &Container, no_trunc: bool, size: bool) -> PsRow {
     let command = if no_trunc {
-        go_quote(&c.command())
+        carrel_mountspec::gostr::quote(&c.command())
     } else {
-        go_quote(&ellipsis(&c.command(), 20))
+        carrel_mountspec::gostr::quote(&ellipsis(&c.command(), 20))
     };
     let created = c.created.div_euclid(1_000_000_000);
     let ago = {
