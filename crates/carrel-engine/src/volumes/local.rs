@@ -227,28 +227,8 @@ pub(crate) fn mount(options: &BTreeMap<String, String>, target: &Path) -> Result
         s.push_str(&format!(": {}", go_errno(errno)));
         s
     };
-    let sys_mount = |src: Option<&CString>,
-                     ty: Option<&CString>,
-                     f: libc::c_ulong,
-                     d: Option<&CString>|
-     -> std::result::Result<(), i32> {
-        // SAFETY: every pointer is a valid NUL-terminated string or null, as mount(2) takes.
-        let rc = unsafe {
-            libc::mount(
-                src.map_or(std::ptr::null(), |s| s.as_ptr()),
-                c_target.as_ptr(),
-                ty.map_or(std::ptr::null(), |s| s.as_ptr()),
-                f,
-                d.map_or(std::ptr::null(), |s| s.as_ptr().cast()),
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO))
-        }
+    let sys_mount = |src: Option<&CString>, ty: Option<&CString>, f, d: Option<&CString>| {
+        raw_mount(&c_target, src, ty, f, d)
     };
     if flags & libc::MS_REMOUNT == 0 || !data.is_empty() {
         sys_mount(Some(&c_device), Some(&c_type), oflags, Some(&c_data))
@@ -273,28 +253,8 @@ pub(crate) fn mount(options: &BTreeMap<String, String>, target: &Path) -> Result
             .as_os_str()
             .as_bytes(),
     )?;
-    let sys_mount = |src: Option<&CString>,
-                     ty: Option<&CString>,
-                     f: libc::c_ulong,
-                     d: Option<&CString>|
-     -> std::result::Result<(), i32> {
-        // SAFETY: as above.
-        let rc = unsafe {
-            libc::mount(
-                src.map_or(std::ptr::null(), |s| s.as_ptr()),
-                c_target.as_ptr(),
-                ty.map_or(std::ptr::null(), |s| s.as_ptr()),
-                f,
-                d.map_or(std::ptr::null(), |s| s.as_ptr().cast()),
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO))
-        }
+    let sys_mount = |src: Option<&CString>, ty: Option<&CString>, f, d: Option<&CString>| {
+        raw_mount(&c_target, src, ty, f, d)
     };
     if flags & ptypes != 0 {
         let pflags = flags & (ptypes | libc::MS_REC | libc::MS_SILENT);
@@ -361,6 +321,33 @@ pub(crate) fn unmount_all_under(dir: &Path) -> Result<()> {
         "{} still has mounts that cannot be removed; it is left in place",
         dir.display()
     )))
+}
+
+/// mount(2) on `target` with optional source, type and data; the errno on failure.
+fn raw_mount(
+    target: &CString,
+    src: Option<&CString>,
+    ty: Option<&CString>,
+    flags: libc::c_ulong,
+    data: Option<&CString>,
+) -> std::result::Result<(), i32> {
+    // SAFETY: every pointer is a valid NUL-terminated string or null, as mount(2) takes.
+    let rc = unsafe {
+        libc::mount(
+            src.map_or(std::ptr::null(), |s| s.as_ptr()),
+            target.as_ptr(),
+            ty.map_or(std::ptr::null(), |s| s.as_ptr()),
+            flags,
+            data.map_or(std::ptr::null(), |s| s.as_ptr().cast()),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO))
+    }
 }
 
 #[cfg(test)]
