@@ -3,6 +3,7 @@
 
 use crate::volumes::{LOCAL_DRIVER, Volume};
 use crate::{EngineError, Result};
+use std::cmp::Ordering;
 
 /// `volume ls --filter`.
 #[derive(Debug, Clone, Default)]
@@ -190,30 +191,24 @@ impl PruneFilter {
     }
 }
 
-/// [`natural_less`] as an ordering.
-pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    if natural_less(a, b) {
-        std::cmp::Ordering::Less
-    } else if natural_less(b, a) {
-        std::cmp::Ordering::Greater
-    } else {
-        std::cmp::Ordering::Equal
-    }
-}
-
-/// Docker's natural order (`sortorder.NaturalLess`): runs of digits compare as numbers.
-pub fn natural_less(a: &str, b: &str) -> bool {
+/// Docker's natural order (`sortorder.NaturalLess`) as an ordering, in one pass: runs of
+/// digits compare as numbers (a digit sorts before any other byte).
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
     let (s1, s2) = (a.as_bytes(), b.as_bytes());
     let (mut i, mut j) = (0usize, 0usize);
     while i < s1.len() && j < s2.len() {
         let (c1, c2) = (s1[i], s2[j]);
         let (d1, d2) = (c1.is_ascii_digit(), c2.is_ascii_digit());
         if d1 != d2 {
-            return d1;
+            return if d1 {
+                Ordering::Less
+            } else {
+                Ordering::Greater
+            };
         }
         if !d1 {
             if c1 != c2 {
-                return c1 < c2;
+                return c1.cmp(&c2);
             }
             i += 1;
             j += 1;
@@ -232,25 +227,115 @@ pub fn natural_less(a: &str, b: &str) -> bool {
         while j < s2.len() && s2[j].is_ascii_digit() {
             j += 1;
         }
-        let (l1, l2) = (i - nz1, j - nz2);
-        if l1 != l2 {
-            return l1 < l2;
-        }
-        let (n1, n2) = (&s1[nz1..i], &s2[nz2..j]);
-        if n1 != n2 {
-            return n1 < n2;
-        }
-        if nz1 != nz2 {
-            return nz1 < nz2;
+        // A longer number (without leading zeros) is the bigger one, equal lengths compare
+        // digit by digit, and equal numbers by where their significant digits start.
+        let order = (i - nz1)
+            .cmp(&(j - nz2))
+            .then_with(|| s1[nz1..i].cmp(&s2[nz2..j]))
+            .then_with(|| nz1.cmp(&nz2));
+        if order != Ordering::Equal {
+            return order;
         }
     }
-    s1.len() < s2.len()
+    s1.len().cmp(&s2.len())
+}
+
+/// A sort key whose byte order is [`natural_cmp`]'s order, for sorting many names with one
+/// scan of each: a run of digits becomes `0x00`, its length without leading zeros (4 bytes), its
+/// significant digits and its count of leading zeros (4 bytes); any other byte `b` becomes
+/// `0x01 b`, so that digits sort first.
+pub fn natural_key(name: &str) -> Vec<u8> {
+    let s = name.as_bytes();
+    let mut key = Vec::with_capacity(s.len() * 2 + 8);
+    let mut i = 0;
+    while i < s.len() {
+        if !s[i].is_ascii_digit() {
+            key.extend_from_slice(&[1, s[i]]);
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < s.len() && s[i] == b'0' {
+            i += 1;
+        }
+        let significant = i;
+        while i < s.len() && s[i].is_ascii_digit() {
+            i += 1;
+        }
+        key.push(0);
+        key.extend_from_slice(&((i - significant) as u32).to_be_bytes());
+        key.extend_from_slice(&s[significant..i]);
+        key.extend_from_slice(&((significant - start) as u32).to_be_bytes());
+    }
+    key
+}
+
+/// Docker's natural order (`sortorder.NaturalLess`): whether `a` sorts before `b`.
+pub fn natural_less(a: &str, b: &str) -> bool {
+    natural_cmp(a, b) == Ordering::Less
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn natural_key_orders_as_natural_cmp() {
+        let names = [
+            "",
+            "a",
+            "a0",
+            "a00",
+            "a000",
+            "a1",
+            "a01",
+            "a001",
+            "a1b",
+            "a01b",
+            "a10",
+            "a2",
+            "a9",
+            "a09",
+            "a010",
+            "b",
+            "ab",
+            "a.b",
+            "a-1",
+            "a_1",
+            "1",
+            "01",
+            "001",
+            "10",
+            "2",
+            "0",
+            "00",
+            "x1y2",
+            "x1y10",
+            "x01y2",
+            "x1y02",
+            "vol9",
+            "vol10",
+            "vol100",
+            "Vol1",
+            "é1",
+            "e1",
+            "z",
+            "99999999999999999999",
+            "100000000000000000000",
+            "a1a1",
+            "a1a01",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(
+                    natural_key(a).cmp(&natural_key(b)),
+                    natural_cmp(a, b),
+                    "{a:?} vs {b:?}"
+                );
+            }
+        }
+    }
 
     fn vol(name: &str, labels: &[(&str, &str)]) -> Volume {
         Volume {

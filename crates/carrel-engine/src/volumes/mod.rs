@@ -187,7 +187,9 @@ impl Engine {
     /// The host path of a local volume's content: `<root>/volumes/<name>/_data`. `name` must be
     /// a valid volume name (it is one path component).
     pub fn volume_path(&self, name: &str) -> PathBuf {
-        self.volume_dir(name).join("_data")
+        let mut path = self.volume_dir(name);
+        path.push("_data");
+        path
     }
 
     /// `<root>/volumes/<name>`.
@@ -422,7 +424,7 @@ impl Engine {
             .map(|r| self.volume_from_row(r))
             .filter(|v| filter.matches(v, refs.get(&v.name).copied().unwrap_or(0)))
             .collect();
-        out.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+        sort_by_name(&mut out);
         Ok(out)
     }
 
@@ -642,4 +644,9 @@ pub(crate) fn content_size(dir: &std::path::Path) -> std::io::Result<u64> {
         }
     }
     Ok(total)
+}
+
+/// Sort volumes in Docker's natural name order, computing each name's sort key once.
+fn sort_by_name(volumes: &mut [Volume]) {
+    volumes.sort_by_cached_key(|v| filter::natural_key(&v.name));
 }

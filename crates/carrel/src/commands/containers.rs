@@ -365,11 +365,12 @@ pub fn ps(engine: &Engine, a: &PsArgs) -> Result<u8> {
     if limit > 0 {
         list.truncate(limit as usize);
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.quiet {
         for c in &list {
             writeln!(out, "{}", if a.no_trunc { &c.id } else { c.short_id() })?;
         }
+        out.flush()?;
         return Ok(0);
     }
     let rows: Vec<PsRow> = list
@@ -382,6 +383,7 @@ pub fn ps(engine: &Engine, a: &PsArgs) -> Result<u8> {
         PS_TABLE.to_string()
     };
     out.write_all(render_list(&a.format, &table, PS_HEADERS, &rows)?.as_bytes())?;
+    out.flush()?;
     Ok(0)
 }
 

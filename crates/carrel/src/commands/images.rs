@@ -124,14 +124,16 @@ pub fn list(engine: &Engine, a: &ImageListArgs) -> Result<u8> {
             });
         }
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.quiet {
         for r in &rows {
             writeln!(out, "{}", r.id)?;
         }
+        out.flush()?;
         return Ok(0);
     }
     out.write_all(render_list(&a.format, IMAGES_TABLE, IMAGES_HEADERS, &rows)?.as_bytes())?;
+    out.flush()?;
     Ok(0)
 }
 

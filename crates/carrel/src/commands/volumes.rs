@@ -72,20 +72,21 @@ pub fn create(engine: &Engine, a: &VolumeCreateArgs) -> Result<u8> {
     Ok(0)
 }
 
-/// One `volume ls` row, with docker/cli's field names.
+/// One `volume ls` row, with docker/cli's field names, borrowed from its volume (10,000 rows
+/// must not cost 100,000 string copies).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct VolumeRow {
-    availability: String,
-    driver: String,
-    group: String,
+struct VolumeRow<'a> {
+    availability: &'static str,
+    driver: &'a str,
+    group: &'static str,
     labels: String,
-    links: String,
-    mountpoint: String,
-    name: String,
-    scope: String,
-    size: String,
-    status: String,
+    links: &'static str,
+    mountpoint: std::borrow::Cow<'a, str>,
+    name: &'a str,
+    scope: &'a str,
+    size: &'static str,
+    status: &'static str,
 }
 
 const VOLUMES_TABLE: &str = "table {{.Driver}}\t{{.Name}}";
@@ -102,23 +103,23 @@ const VOLUMES_HEADERS: &[(&str, &str)] = &[
     ("Status", "STATUS"),
 ];
 
-fn row_of(v: &Volume) -> VolumeRow {
+fn row_of(v: &Volume) -> VolumeRow<'_> {
     VolumeRow {
-        availability: "N/A".into(),
-        driver: v.driver.clone(),
-        group: "N/A".into(),
+        availability: "N/A",
+        driver: &v.driver,
+        group: "N/A",
         labels: v
             .labels
             .iter()
             .map(|(k, val)| format!("{k}={val}"))
             .collect::<Vec<_>>()
             .join(","),
-        links: "N/A".into(),
-        mountpoint: v.mountpoint.display().to_string(),
-        name: v.name.clone(),
-        scope: v.scope.clone(),
-        size: "N/A".into(),
-        status: "N/A".into(),
+        links: "N/A",
+        mountpoint: v.mountpoint.to_string_lossy(),
+        name: &v.name,
+        scope: &v.scope,
+        size: "N/A",
+        status: "N/A",
     }
 }
 
@@ -181,11 +182,12 @@ fn label_header(key: &str) -> String {
 pub fn list(engine: &Engine, a: &VolumeListArgs) -> Result<u8> {
     let filter = VolumeFilter::parse(&a.filter)?;
     let volumes = engine.volume_list(&filter)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if a.quiet {
         for v in &volumes {
             writeln!(out, "{}", v.name)?;
         }
+        out.flush()?;
         return Ok(0);
     }
     let (format, keys) = rewrite_label_calls(&a.format);
@@ -216,6 +218,7 @@ pub fn list(engine: &Engine, a: &VolumeListArgs) -> Result<u8> {
         render_list(&format, VOLUMES_TABLE, &headers, &rows)?
     };
     out.write_all(text.as_bytes())?;
+    out.flush()?;
     Ok(0)
 }
 

@@ -31,6 +31,7 @@
 // some items are unused in the binary.
 #![allow(dead_code)]
 
+mod fields;
 mod funcs;
 mod json;
 
@@ -259,6 +260,8 @@ fn to_data<T: Serialize + ?Sized>(item: &T) -> Result<Value, FormatError> {
 pub struct Formatter {
     output: Output,
     row: Template,
+    /// The row template when it is only text and `{{.Field}}` actions (see [`fields`]).
+    plain_row: Option<fields::FieldLine>,
     header: Option<Template>,
     headers: BTreeMap<String, String>,
 }
@@ -282,6 +285,7 @@ impl Formatter {
         Ok(Formatter {
             output: output.clone(),
             row,
+            plain_row: fields::FieldLine::parse(src),
             header,
             headers: headers
                 .iter()
@@ -298,29 +302,45 @@ impl Formatter {
     /// Render all items (and the header row for tables) to a string. Nothing is produced if
     /// any item fails, as in docker/cli.
     pub fn render<T: Serialize>(&self, items: &[T]) -> Result<String, FormatError> {
-        let mut body = String::new();
-        let mut first_fields: Option<Value> = None;
-        for item in items {
-            let data = to_data(item)?;
-            let line = self
-                .row
-                .execute_to_string(&data)
-                .map_err(|e| FormatError::Execute(go_error(&e, self.output.template())))?;
-            body.push_str(&line);
-            body.push('\n');
-            if first_fields.is_none() {
-                first_fields = Some(data);
-            }
-        }
+        let body = match self.render_plain(items) {
+            Some(body) => body,
+            None => self.render_with_engine(items)?,
+        };
         let Some(header) = &self.header else {
             return Ok(body);
         };
+        let first_fields = items.first().map(to_data).transpose()?;
         let mut text = String::new();
         // docker/cli ignores errors of the header row; keep whatever was rendered.
         let _ = header.execute_fmt(&mut text, &self.header_data(first_fields.as_ref()));
         text.push('\n');
         text.push_str(&body);
         Ok(tabwrite(&text))
+    }
+
+    /// The item lines through the fast path, when the row template and every item fit it.
+    fn render_plain<T: Serialize>(&self, items: &[T]) -> Option<String> {
+        let line = self.plain_row.as_ref()?;
+        let mut body = String::new();
+        for item in items {
+            line.render(item, &mut body)?;
+            body.push('\n');
+        }
+        Some(body)
+    }
+
+    /// The item lines through the template engine.
+    fn render_with_engine<T: Serialize>(&self, items: &[T]) -> Result<String, FormatError> {
+        let mut body = String::new();
+        for item in items {
+            let line = self
+                .row
+                .execute_to_string(&to_data(item)?)
+                .map_err(|e| FormatError::Execute(go_error(&e, self.output.template())))?;
+            body.push_str(&line);
+            body.push('\n');
+        }
+        Ok(body)
     }
 
     /// Render all items to `w` (see [`render`](Self::render)).
