@@ -80,6 +80,9 @@ pub struct ExitInfo {
 /// from its own process, so implementations open what they need themselves. Errors are logged,
 /// never fatal to the monitor.
 pub trait ContainerHooks {
+    /// The monitor runs in its own background process (called before anything else): the
+    /// time to start preparing what the other hooks need, while the container starts.
+    fn on_monitor_start(&self) {}
     /// The container runs (its init's host pid).
     fn on_started(&self, _started: &Started) -> Result<(), RunError> {
         Ok(())
@@ -229,6 +232,7 @@ pub fn run_monitor(
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
+    hooks.on_monitor_start();
     let mut sync = opts
         .sync
         .map(|fd| Client::new(UnixStream::from(fd), opts.attach, true));

@@ -98,17 +98,23 @@ fn attach_session(
         None
     };
     if let Some(proxy) = proxy {
-        // Signals go straight to the runtime; the thread ends with the process.
-        let runtime = engine.container_runtime(id)?;
-        let id = id.to_string();
-        std::thread::spawn(move || {
-            while let Some(sig) = proxy.wait() {
-                if let Err(e) = client::kill(&runtime, &id, sig) {
-                    tracing::debug!(error = %e, "signal not forwarded");
-                    return;
-                }
+        // Signals go straight to the runtime; the thread ends with the process. A container
+        // that already ended (a `--rm` one is gone with its record by now) takes no signals:
+        // its exit is waiting in the stream.
+        match engine.container_runtime(id) {
+            Ok(runtime) => {
+                let id = id.to_string();
+                std::thread::spawn(move || {
+                    while let Some(sig) = proxy.wait() {
+                        if let Err(e) = client::kill(&runtime, &id, sig) {
+                            tracing::debug!(error = %e, "signal not forwarded");
+                            return;
+                        }
+                    }
+                });
             }
-        });
+            Err(e) => tracing::debug!(error = %e, "no signal forwarding: the container ended"),
+        }
     }
     {
         if stdin {

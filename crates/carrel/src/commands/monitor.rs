@@ -27,6 +27,7 @@ pub fn run(global: &GlobalOptions, args: &ContainerMonitorArgs) -> Result<u8> {
         global,
         id: &args.id,
         engine: std::sync::OnceLock::new(),
+        opening: std::sync::Mutex::new(None),
     };
     let code = monitor::run_monitor(&dir, opts, &hooks)?;
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
@@ -62,20 +63,31 @@ struct LazyStoreHooks<'a> {
     global: &'a GlobalOptions,
     id: &'a str,
     engine: std::sync::OnceLock<Engine>,
+    /// The first open, started on a thread of its own when the monitor starts, so that it runs
+    /// while the container starts instead of delaying the first state update after it.
+    opening: std::sync::Mutex<Option<std::thread::JoinHandle<Option<Engine>>>>,
 }
 
 impl LazyStoreHooks<'_> {
+    fn options(&self) -> carrel_engine::EngineOptions {
+        carrel_engine::EngineOptions {
+            root: self.global.root.clone(),
+            storage_driver: self.global.storage_driver.clone(),
+        }
+    }
+
     fn engine(&self) -> Result<&Engine, RunError> {
         if let Some(e) = self.engine.get() {
             return Ok(e);
         }
+        let early = self.opening.lock().ok().and_then(|mut o| o.take());
+        if let Some(Ok(Some(e))) = early.map(|h| h.join()) {
+            return Ok(self.engine.get_or_init(|| e));
+        }
         let deadline = std::time::Instant::now() + OPEN_RETRY;
         let mut pause = std::time::Duration::from_millis(10);
         loop {
-            let opened = Engine::open_without_recovery(&carrel_engine::EngineOptions {
-                root: self.global.root.clone(),
-                storage_driver: self.global.storage_driver.clone(),
-            });
+            let opened = Engine::open_without_recovery(&self.options());
             match opened {
                 Ok(e) => return Ok(self.engine.get_or_init(|| e)),
                 Err(e) if std::time::Instant::now() >= deadline => {
@@ -102,6 +114,20 @@ impl LazyStoreHooks<'_> {
 }
 
 impl ContainerHooks for LazyStoreHooks<'_> {
+    fn on_monitor_start(&self) {
+        let opts = self.options();
+        // A failed early open is only logged: `engine` then tries again, with retries.
+        let thread = std::thread::Builder::new()
+            .name("open-store".into())
+            .spawn(move || {
+                Engine::open_without_recovery(&opts)
+                    .inspect_err(|e| tracing::warn!(error = %e, "opening the data root failed"))
+                    .ok()
+            });
+        if let (Ok(thread), Ok(mut slot)) = (thread, self.opening.lock()) {
+            *slot = Some(thread);
+        }
+    }
     fn on_started(&self, started: &Started) -> Result<(), RunError> {
         self.with(|h| h.on_started(started))
     }
