@@ -8,6 +8,10 @@
 # version, info, images, ps -a, image inspect, volume create/inspect/ls/rm, system df,
 # run --rm with a volume, a tmpfs and a read-only root.
 #
+# The docker client itself takes ~40 ms per command, for either server, which hides most of the
+# servers' difference; so the API requests behind the read-only commands also run through curl
+# (API_CASES), a client that costs a few milliseconds, to show the servers' own times.
+#
 # Usage: bench/suites/cli.sh             (or bench/run.sh cli)
 # Environment: ROUNDS (default 21), WARMUP (default 2), CARREL_SERVE_ARGS (how to make
 # `carrel serve` listen on a socket; default "-H unix://SOCKET"; adjust to carrel's flags).
@@ -23,6 +27,10 @@ CASES=("version" "info" "images" "ps -a" "image inspect busybox"
   "volume create bench-cli-new" "volume inspect bench-cli-new" "volume ls" "volume rm bench-cli-new"
   "system df" "run --rm busybox true" "run --rm -v bench-cli-data:/data busybox true"
   "run --rm --tmpfs /run:size=64m busybox true" "run --rm --read-only busybox true")
+
+# API requests: "METHOD PATH" (API 1.41, as the 20.10 client sends them)
+API_CASES=("GET /_ping" "GET /version" "GET /info" "GET /images/json" "GET /containers/json?all=1"
+  "GET /images/busybox/json" "GET /volumes" "GET /volumes/bench-cli-data" "GET /system/df")
 
 bench_init
 docker_start
@@ -88,9 +96,32 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
 done
 
+# api SERVER METHOD PATH: one request with curl, the answer discarded (a failure counts)
+api() {
+  local sock=$CARREL_SOCK
+  [ "$1" = dockerd ] && sock=$DOCKER_SOCK
+  curl -sf -o /dev/null --unix-socket "$sock" -X "$2" "http://localhost/v1.41$3"
+}
+for c in "${API_CASES[@]}"; do
+  for s in "${SERVERS[@]}"; do describe "API $c" "$s" "curl --unix-socket SOCKET -X ${c% *} http://localhost/v1.41${c#* }"; done
+done
+for c in "${API_CASES[@]}"; do
+  for s in "${SERVERS[@]}"; do run_quiet api "$s" ${c% *} "${c#* }"; done
+done
+for ((r = 1; r <= ROUNDS; r++)); do
+  wait_quiet
+  mapfile -t order < <(rotate "$r" "${SERVERS[@]}")
+  for c in "${API_CASES[@]}"; do
+    for s in "${order[@]}"; do timed "API $c" "$s" "$r" api "$s" ${c% *} "${c#* }"; done
+  done
+done
+
 aims=()
 for c in "${CASES[@]}"; do
   aims+=(--aim "docker $c: carrel serve faster than dockerd::ratio::docker $c::carrel serve::docker $c::dockerd::<::1")
 done
+for c in "${API_CASES[@]}"; do
+  aims+=(--aim "API $c: carrel serve faster than dockerd::ratio::API $c::carrel serve::API $c::dockerd::<::1")
+done
 write_report "cli: the docker CLI against carrel serve vs dockerd" "${aims[@]}" \
-  --note "Conditions: Debian's docker 20.10 client for both servers; the same busybox image in both; servers rotate which goes first each round."
+  --note "Conditions: Debian's docker 20.10 client (and curl for the API rows) for both servers; the same busybox image in both; servers rotate which goes first each round."
