@@ -44,7 +44,10 @@ pub struct GlobalOptions {
 }
 
 /// The commands.
+// `defer`: a subcommand's flags are built only when it is the one invoked (here and in every
+// nested command set), instead of the whole tree at every start of every carrel process.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// List images (same as `image ls`).
     Images(ImageListArgs),
@@ -145,6 +148,7 @@ pub struct ContainerMonitorArgs {
 
 /// `carrel container …`.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ContainerCommand {
     /// Create a new container.
     #[command(disable_help_flag = true)]
@@ -593,6 +597,7 @@ pub struct ContainerPruneArgs {
 
 /// `carrel image …`.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ImageCommand {
     /// List images.
     #[command(visible_alias = "list")]
@@ -783,6 +788,7 @@ pub struct InfoArgs {
 
 /// `carrel system …`.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum SystemCommand {
     /// Display system-wide information.
     Info(InfoArgs),
@@ -825,6 +831,7 @@ pub struct SystemPruneArgs {
 
 /// `carrel volume …`.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum VolumeCommand {
     /// Create a volume.
     Create(VolumeCreateArgs),

@@ -121,6 +121,13 @@ impl Picker<'_> {
     }
 }
 
+/// Implements the serializer methods that print a scalar as text.
+macro_rules! as_text {
+    ($($name:ident($arg:ty);)*) => {
+        $(fn $name(self, v: $arg) -> Result<String, Unfit> { Ok(v.to_string()) })*
+    };
+}
+
 /// Implements the serializer methods that reject a value.
 macro_rules! unfit {
     ($($name:ident($($arg:ty),*) -> $ret:ty;)*) => {
@@ -237,35 +244,17 @@ impl ser::Serializer for TextOf {
     type SerializeStruct = Impossible<String, Unfit>;
     type SerializeStructVariant = Impossible<String, Unfit>;
 
-    fn serialize_bool(self, v: bool) -> Result<String, Unfit> {
-        Ok(v.to_string())
-    }
-    fn serialize_i8(self, v: i8) -> Result<String, Unfit> {
-        Ok(v.to_string())
-    }
-    fn serialize_i16(self, v: i16) -> Result<String, Unfit> {
-        Ok(v.to_string())
-    }
-    fn serialize_i32(self, v: i32) -> Result<String, Unfit> {
-        Ok(v.to_string())
-    }
-    fn serialize_i64(self, v: i64) -> Result<String, Unfit> {
-        Ok(v.to_string())
-    }
-    fn serialize_u8(self, v: u8) -> Result<String, Unfit> {
-        Ok(v.to_string())
-    }
-    fn serialize_u16(self, v: u16) -> Result<String, Unfit> {
-        Ok(v.to_string())
-    }
-    fn serialize_u32(self, v: u32) -> Result<String, Unfit> {
-        Ok(v.to_string())
-    }
-    fn serialize_u64(self, v: u64) -> Result<String, Unfit> {
-        Ok(v.to_string())
-    }
-    fn serialize_str(self, v: &str) -> Result<String, Unfit> {
-        Ok(v.to_string())
+    as_text! {
+        serialize_bool(bool);
+        serialize_i8(i8);
+        serialize_i16(i16);
+        serialize_i32(i32);
+        serialize_i64(i64);
+        serialize_u8(u8);
+        serialize_u16(u16);
+        serialize_u32(u32);
+        serialize_u64(u64);
+        serialize_str(&str);
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
         self,
