@@ -200,10 +200,22 @@ impl Mounted {
         &self.target
     }
 
-    /// Unmount now, failing loudly.
+    /// Unmount now, failing loudly. A short `EBUSY` is waited out: tests of the same binary run
+    /// in parallel threads, and one that spawns a program (`mkfs`, `mount`) forks a child that
+    /// holds copies of every descriptor of the process, including a file another test just
+    /// wrote in this mount, until the child's `exec` closes them.
     pub fn unmount(mut self) {
         while self.count > 0 {
-            self.mounter.unmount(&self.target, false).unwrap();
+            let mut tries = 0;
+            loop {
+                match self.mounter.unmount(&self.target, false) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 50 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    other => break other.unwrap(),
+                }
+            }
             self.count -= 1;
         }
     }
