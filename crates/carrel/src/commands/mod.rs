@@ -31,12 +31,17 @@ impl std::fmt::Display for ExitStatus {
 
 impl std::error::Error for ExitStatus {}
 
-/// Open the engine named by the global options.
-pub fn open(global: &GlobalOptions) -> Result<Engine> {
-    Ok(Engine::open(&EngineOptions {
+/// The engine options the global options name.
+pub fn engine_options(global: &GlobalOptions) -> EngineOptions {
+    EngineOptions {
         root: global.root.clone(),
         storage_driver: global.storage_driver.clone(),
-    })?)
+    }
+}
+
+/// Open the engine named by the global options.
+pub fn open(global: &GlobalOptions) -> Result<Engine> {
+    Ok(Engine::open(&engine_options(global))?)
 }
 
 /// Run a parsed command line; the value is the process exit status.

@@ -69,13 +69,6 @@ struct LazyStoreHooks<'a> {
 }
 
 impl LazyStoreHooks<'_> {
-    fn options(&self) -> carrel_engine::EngineOptions {
-        carrel_engine::EngineOptions {
-            root: self.global.root.clone(),
-            storage_driver: self.global.storage_driver.clone(),
-        }
-    }
-
     fn engine(&self) -> Result<&Engine, RunError> {
         if let Some(e) = self.engine.get() {
             return Ok(e);
@@ -87,7 +80,7 @@ impl LazyStoreHooks<'_> {
         let deadline = std::time::Instant::now() + OPEN_RETRY;
         let mut pause = std::time::Duration::from_millis(10);
         loop {
-            let opened = Engine::open_without_recovery(&self.options());
+            let opened = Engine::open_without_recovery(&super::engine_options(self.global));
             match opened {
                 Ok(e) => return Ok(self.engine.get_or_init(|| e)),
                 Err(e) if std::time::Instant::now() >= deadline => {
@@ -115,7 +108,7 @@ impl LazyStoreHooks<'_> {
 
 impl ContainerHooks for LazyStoreHooks<'_> {
     fn on_monitor_start(&self) {
-        let opts = self.options();
+        let opts = super::engine_options(self.global);
         // A failed early open is only logged: `engine` then tries again, with retries.
         let thread = std::thread::Builder::new()
             .name("open-store".into())

@@ -128,6 +128,32 @@ macro_rules! as_text {
     };
 }
 
+/// Implements the methods that look through a wrapper (`Some`, a newtype struct) to the value
+/// inside, and reject a newtype enum variant, for a serializer whose `Ok` is `$ok`.
+macro_rules! look_through_wrappers {
+    ($ok:ty) => {
+        fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<$ok, Unfit> {
+            v.serialize(self)
+        }
+        fn serialize_newtype_struct<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            v: &T,
+        ) -> Result<$ok, Unfit> {
+            v.serialize(self)
+        }
+        fn serialize_newtype_variant<T: Serialize + ?Sized>(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            _: &T,
+        ) -> Result<$ok, Unfit> {
+            Err(Unfit)
+        }
+    };
+}
+
 /// Implements the serializer methods that reject a value.
 macro_rules! unfit {
     ($($name:ident($($arg:ty),*) -> $ret:ty;)*) => {
@@ -152,25 +178,7 @@ impl ser::Serializer for &mut Picker<'_> {
     fn serialize_map(self, _: Option<usize>) -> Result<Self, Unfit> {
         Ok(self)
     }
-    fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<(), Unfit> {
-        v.serialize(self)
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        v: &T,
-    ) -> Result<(), Unfit> {
-        v.serialize(self)
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<(), Unfit> {
-        Err(Unfit)
-    }
+    look_through_wrappers!(());
     unfit! {
         serialize_bool(bool) -> ();
         serialize_i8(i8) -> ();
@@ -256,25 +264,7 @@ impl ser::Serializer for TextOf {
         serialize_u64(u64);
         serialize_str(&str);
     }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        v: &T,
-    ) -> Result<String, Unfit> {
-        v.serialize(self)
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, v: &T) -> Result<String, Unfit> {
-        v.serialize(self)
-    }
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        _: &T,
-    ) -> Result<String, Unfit> {
-        Err(Unfit)
-    }
+    look_through_wrappers!(String);
     unfit! {
         serialize_f32(f32) -> String;
         serialize_f64(f64) -> String;
