@@ -272,6 +272,44 @@ pub fn create_dir_mode(path: &Path, mode: u32) -> io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
+/// Mark `dir` as the top of directory hierarchies for the block allocator (`FS_TOPDIR_FL`, the
+/// `T` of `chattr`), so that each directory made inside it starts in a block group of its own
+/// choosing (ext2/3/4's Orlov allocator spreads such directories over the disk) instead of the
+/// group of its parent. Returns `Ok(false)` where the filesystem has no such flag (XFS, btrfs,
+/// tmpfs...).
+///
+/// Why it matters: ext4 without a journal skips inodes freed in the last minute (five minutes
+/// while their inode-table block is dirty) when it allocates, scanning the group's whole bitmap
+/// for every new file. Files created where many were just removed (a layer extracted where an
+/// image was just removed) then cost time quadratic in their number: measured here, a 12,000-file
+/// load took 10.5 s instead of 2.3 s. Spread directories start in other groups.
+pub fn mark_top_directory(dir: &Path) -> io::Result<bool> {
+    let f = rfs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )?;
+    let flags = match rfs::ioctl_getflags(&f) {
+        Ok(flags) => flags,
+        Err(rustix::io::Errno::NOTTY | rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::INVAL) => {
+            return Ok(false);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if flags.contains(rfs::IFlags::TOPDIR) {
+        return Ok(true);
+    }
+    match rfs::ioctl_setflags(&f, flags | rfs::IFlags::TOPDIR) {
+        Ok(()) => Ok(rfs::ioctl_getflags(&f)
+            .map(|f| f.contains(rfs::IFlags::TOPDIR))
+            .unwrap_or(false)),
+        Err(rustix::io::Errno::NOTTY | rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::INVAL) => {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Remove a file or a directory tree; a missing path is not an error. Symlinks are removed, never
 /// followed (std's `remove_dir_all` is race-safe against symlink swaps).
 pub fn remove_all(path: &Path) -> io::Result<()> {
@@ -458,6 +496,36 @@ pub fn disk_usage(path: &Path) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_is_marked_top_where_the_filesystem_has_the_flag() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("homes");
+        std::fs::create_dir(&dir).unwrap();
+        let ext4 = rustix::fs::statfs(&dir).unwrap().f_type == 0xEF53;
+        let marked = mark_top_directory(&dir).unwrap();
+        // ext2/3/4 (one magic number) have the flag; the answer says whether it is set now.
+        assert_eq!(
+            marked, ext4,
+            "marked {marked} on a filesystem where ext4={ext4}"
+        );
+        let flags = |d: &Path| {
+            let f = File::open(d).unwrap();
+            rfs::ioctl_getflags(&f).map(|f| f.contains(rfs::IFlags::TOPDIR))
+        };
+        if ext4 {
+            assert!(flags(&dir).unwrap(), "FS_TOPDIR_FL is set");
+            assert!(mark_top_directory(&dir).unwrap(), "marking twice is fine");
+        }
+        // a file is not a directory: an error, not a silent no
+        let file = tmp.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(mark_top_directory(&file).is_err());
+        // tmpfs has no such flag: a plain no
+        if let Ok(shm) = tempfile::tempdir_in("/dev/shm") {
+            assert!(!mark_top_directory(shm.path()).unwrap());
+        }
+    }
 
     #[test]
     fn clean_relative_refuses_escapes() {

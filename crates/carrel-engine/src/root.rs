@@ -54,20 +54,25 @@ impl Layout {
     }
 
     /// Create the root and its fixed directories with Docker-like modes (root 0710, private
-    /// directories 0700).
+    /// directories 0700). The directories that hold one directory per container or volume are
+    /// marked the top of a directory hierarchy where the filesystem has the flag, like the
+    /// storage drivers' homes (see [`carrel_core::fs::mark_top_directory`]).
     pub fn create(&self) -> Result<()> {
-        let dirs: [(PathBuf, u32); 6] = [
-            (self.root.clone(), 0o710),
-            (self.leases(), 0o700),
-            (self.locks(), 0o700),
-            (self.content(), 0o700),
-            (self.containers(), 0o710),
-            (self.volumes(), 0o701),
+        let dirs: [(PathBuf, u32, bool); 6] = [
+            (self.root.clone(), 0o710, false),
+            (self.leases(), 0o700, false),
+            (self.locks(), 0o700, false),
+            (self.content(), 0o700, false),
+            (self.containers(), 0o710, true),
+            (self.volumes(), 0o701, true),
         ];
-        for (dir, mode) in dirs {
+        for (dir, mode, spread) in dirs {
             if !dir.is_dir() {
                 carrel_core::fs::create_dir_mode(&dir, mode)
                     .map_err(|e| EngineError::io("creating data directory", &dir, e))?;
+                if spread && let Err(e) = carrel_core::fs::mark_top_directory(&dir) {
+                    tracing::debug!(dir = %dir.display(), %e, "could not mark a data directory");
+                }
             }
         }
         Ok(())

@@ -25,7 +25,7 @@ use carrel_meta::snapshots::{Kind, SnapshotRow};
 use carrel_mount::Mount;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, Timespec, Timestamps};
 
-use crate::overlay::mkdir_mode;
+use crate::overlay::{create_home, mkdir_mode};
 use crate::snapshot::{
     ApplyTarget, CleanupReport, DriverPaths, Info, Labels, Snapshotter, Store, Usage,
     WhiteoutFormat, kind_name, measure, open_dir_nofollow, remove_tree,
@@ -44,7 +44,7 @@ impl CopySnapshotter {
     /// filesystem has reflinks.
     pub fn new(meta: Arc<Meta>, root: &Path) -> Result<CopySnapshotter> {
         let home = root.join("copy");
-        mkdir_mode(&home, 0o710, true)?;
+        create_home(&home)?;
         let reflinks = carrel_mount::features::reflink_supported(&home);
         tracing::debug!(home = %home.display(), reflinks, "copy driver ready");
         Ok(CopySnapshotter {
@@ -90,7 +90,7 @@ impl CopySnapshotter {
         }
         let tree = dir.join("dir");
         match chain.first() {
-            None => mkdir_mode(&tree, 0o755, false),
+            None => mkdir_mode(&tree, 0o755, false).map(drop),
             Some(parent) => {
                 let tmp = dir.join("dir.tmp");
                 let src = self.tree(parent);

@@ -50,7 +50,7 @@ impl OverlaySnapshotter {
     /// when overlayfs is unavailable or the root itself is on overlayfs.
     pub fn new(meta: Arc<Meta>, root: &Path) -> Result<OverlaySnapshotter> {
         let home = root.join("overlay2");
-        mkdir_mode(&home, 0o710, true)?;
+        create_home(&home)?;
         mkdir_mode(&home.join("l"), 0o700, true)?;
         let unsupported = |reason: String| StorageError::Unsupported {
             driver: "overlay2",
@@ -182,14 +182,31 @@ impl OverlaySnapshotter {
     }
 }
 
-pub(crate) fn mkdir_mode(path: &Path, mode: u32, exist_ok: bool) -> Result<()> {
-    match std::fs::create_dir(path) {
-        Ok(()) => {}
-        Err(e) if exist_ok && e.kind() == std::io::ErrorKind::AlreadyExists => {}
+/// Create a directory with exactly `mode`; returns whether it was created now (false when it
+/// existed and `exist_ok`).
+pub(crate) fn mkdir_mode(path: &Path, mode: u32, exist_ok: bool) -> Result<bool> {
+    let created = match std::fs::create_dir(path) {
+        Ok(()) => true,
+        Err(e) if exist_ok && e.kind() == std::io::ErrorKind::AlreadyExists => false,
         Err(e) => return Err(StorageError::io("creating directory", path, e)),
-    }
+    };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| StorageError::io("setting mode of", path, e))
+        .map_err(|e| StorageError::io("setting mode of", path, e))?;
+    Ok(created)
+}
+
+/// Create a driver's home (mode 0710). A new home is marked the top of a directory hierarchy so
+/// that each snapshot directory starts in a block group of its own on ext2/3/4 (see
+/// [`carrel_core::fs::mark_top_directory`]): layers extracted where others were just removed
+/// do not pay for the removal.
+pub(crate) fn create_home(home: &Path) -> Result<()> {
+    if mkdir_mode(home, 0o710, true)? {
+        match carrel_core::fs::mark_top_directory(home) {
+            Ok(marked) => tracing::debug!(home = %home.display(), marked, "driver home created"),
+            Err(e) => tracing::debug!(home = %home.display(), %e, "could not mark the driver home"),
+        }
+    }
+    Ok(())
 }
 
 fn write_file(path: &Path, data: &[u8]) -> Result<()> {

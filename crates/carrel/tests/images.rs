@@ -1043,6 +1043,37 @@ fn data_root_modes() {
     }
 }
 
+/// On ext2/3/4, the directories that hold one directory per layer, container or volume carry
+/// the `T` attribute (top of directory hierarchies), so that the block allocator starts each
+/// layer elsewhere than where the last removed one was (see `mark_top_directory`).
+#[test]
+fn layer_container_and_volume_homes_are_tops_of_directory_hierarchies() {
+    let root = TestRoot::new("topdirs");
+    busybox(&root);
+    let fs_type = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(root.root())
+        .output()
+        .expect("stat -f");
+    let fs_type = String::from_utf8_lossy(&fs_type.stdout).trim().to_string();
+    for dir in ["overlay2", "containers", "volumes", "content"] {
+        let out = Command::new("lsattr")
+            .arg("-d")
+            .arg(root.path(dir))
+            .output()
+            .expect("lsattr");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let attrs = text.split_whitespace().next().unwrap_or("");
+        let spread = dir != "content" && fs_type == "ext2/ext3";
+        assert_eq!(
+            attrs.contains('T'),
+            spread,
+            "{dir} on {fs_type}: attributes {attrs:?} ({})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+}
+
 #[test]
 fn carrel_root_environment_variable_works_like_the_flag() {
     let t = TestRoot::new("env-root");
