@@ -42,15 +42,16 @@ FILES=$(for l in "${LAYERS[@]}"; do tar -tf "$FLOOR_SRC/$l"; done | wc -l)
 log "archive $ARCHIVE: $IMAGE, ${#LAYERS[@]} layers, $SIZE_MB MB, $FILES entries"
 
 # floor DIR: extract every layer tar into its own fresh directory under DIR, as root would. DIR
-# carries the allocator hint that carrel's layer home has (chattr +T, see RESULTS.md "load"), so
-# that the floor is not slowed by the inodes the previous round freed.
+# carries the allocator hint that carrel's layer home has (chattr +T) and the layer directories
+# get new random names like carrel's (ext4 places a directory under a +T parent by a hash of its
+# name): the floor is not slowed by the inodes the previous round freed (see RESULTS.md "load").
 floor() {
-  local dir=$1 i
+  local dir=$1 i d
   mkdir -p "$dir"
   chattr +T "$dir" 2>/dev/null || true
   for i in "${!LAYERS[@]}"; do
-    mkdir -p "$dir/$i"
-    tar --numeric-owner -xpf "$FLOOR_SRC/${LAYERS[i]}" -C "$dir/$i"
+    d=$(mktemp -d "$dir/$i.XXXXXXXXXX")
+    tar --numeric-owner -xpf "$FLOOR_SRC/${LAYERS[i]}" -C "$d"
   done
 }
 

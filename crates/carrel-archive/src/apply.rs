@@ -34,6 +34,7 @@ use rustix::fs::{Gid, Uid};
 use crate::compression::{BUFFER_SIZE, LimitReader};
 use crate::error::{fs_err, invalid};
 use crate::reader::{Entry, Kind, TarReader, Time, stream_error};
+use crate::split::TarSplit;
 use crate::sys::{self, DIR_NOFOLLOW, XattrTarget};
 use crate::{ArchiveError, EntryName, WhiteoutFormat};
 
@@ -159,7 +160,38 @@ pub fn apply_layer(
         path: dir.to_path_buf(),
         source,
     })?;
-    apply_stream(root, tar_stream, opts, None)
+    apply_stream(root, tar_stream, opts, None, false).map(|(stats, _)| stats)
+}
+
+/// [`apply_layer`], also recording the layer's [`TarSplit`]: what the tar holds besides the
+/// content of its regular files, so that the tar can be given back from `dir` later
+/// ([`TarSplit::reassemble`]) instead of being kept as well. The split is `Err(why)` when
+/// this layer cannot be reassembled from its directory (a file written twice or removed by a
+/// later entry of the same layer, too much that is not file content); the extraction itself
+/// is the same either way. Every recorded file is checked to be in `dir` at the end.
+pub fn apply_layer_split(
+    dir: &Path,
+    tar_stream: impl Read,
+    opts: &ApplyOptions,
+) -> Result<(ApplyStats, Result<TarSplit, String>), ArchiveError> {
+    let root = Root::open(dir).map_err(|source| ArchiveError::Open {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let check = Root::open(dir).map_err(|source| ArchiveError::Open {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let (stats, split) = apply_stream(root, tar_stream, opts, None, true)?;
+    let split = split
+        .unwrap_or_else(|| Err("not recorded".into()))
+        .and_then(|split| {
+            split
+                .verify(&check)
+                .map_err(|e| format!("recorded file: {e}"))?;
+            Ok(split)
+        });
+    Ok((stats, split))
 }
 
 /// How an extraction for `cp` differs from a layer extraction (see [`crate::copy`]).
@@ -188,12 +220,16 @@ pub(crate) fn apply_stream(
     tar_stream: impl Read,
     opts: &ApplyOptions,
     copy: Option<&CopyRules>,
-) -> Result<ApplyStats, ArchiveError> {
+    record_split: bool,
+) -> Result<(ApplyStats, Option<Result<TarSplit, String>>), ArchiveError> {
     let dir = root.path().to_path_buf();
     let limits = &opts.limits;
     let stream_limit = limits.max_stream_bytes.unwrap_or(u64::MAX);
     let hashed = DigestReader::new(LimitReader::new(tar_stream, limits.max_stream_bytes));
     let mut reader = TarReader::new(BufReader::with_capacity(BUFFER_SIZE, hashed), limits);
+    if record_split && copy.is_none() {
+        reader.record_split();
+    }
     let mut ex = Extractor {
         root,
         opts,
@@ -212,12 +248,18 @@ pub(crate) fn apply_stream(
 
     // Drain what follows the end-of-archive marker so the digest covers the whole stream.
     let after_end = reader.position();
+    let mut split = reader.take_split();
     let mut inner = reader.into_inner();
     let mut trailing = 0u64;
     loop {
         let n = match inner.fill_buf() {
             Ok([]) => break,
-            Ok(b) => b.len(),
+            Ok(b) => {
+                if let Some(s) = &mut split {
+                    s.raw(b);
+                }
+                b.len()
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(stream_error(e, after_end + trailing, stream_limit)),
         };
@@ -244,12 +286,13 @@ pub(crate) fn apply_stream(
         %diff_id,
         "layer applied"
     );
-    Ok(ApplyStats {
+    let stats = ApplyStats {
         entries: ex.entries,
         bytes_written: ex.bytes_written,
         diff_id,
         tar_size,
-    })
+    };
+    Ok((stats, split.map(|s| s.finish())))
 }
 
 struct Extractor<'a> {
@@ -374,6 +417,15 @@ impl Extractor<'_> {
         if is_opaque {
             return self.opaque(raw, parent_rel);
         }
+        let target_of_whiteout = (e.kind == Kind::File && !literal)
+            .then(|| name.as_bytes().strip_prefix(b".wh."))
+            .flatten();
+        if let Some(split) = rd.split() {
+            match target_of_whiteout {
+                Some(t) => split.touch(&parent_rel.join(OsStr::from_bytes(t)), false),
+                None => split.touch(&clean, e.kind == Kind::Dir),
+            }
+        }
         if e.kind == Kind::File
             && !literal
             && let Some(target) = name.as_bytes().strip_prefix(b".wh.")
@@ -389,7 +441,18 @@ impl Extractor<'_> {
         let parent = parent.as_fd();
         match e.kind {
             Kind::Dir => self.make_dir(raw, &clean, parent, name, &e)?,
-            Kind::File => self.make_file(raw, parent, name, &e, rd)?,
+            Kind::File => {
+                // Plain content is recorded as a reference to the file; a sparse file's data
+                // stays raw (its holes are not in the stream).
+                let by_reference = e.sparse.is_none() && e.size > 0;
+                if by_reference && let Some(split) = rd.split() {
+                    split.begin_file(&clean);
+                }
+                self.make_file(raw, parent, name, &e, rd)?;
+                if by_reference && let Some(split) = rd.split() {
+                    split.end_file();
+                }
+            }
             Kind::Symlink => self.make_symlink(raw, parent, name, &e)?,
             Kind::Hardlink => self.make_hardlink(raw, parent, name, &e)?,
             Kind::Char | Kind::Block | Kind::Fifo => {

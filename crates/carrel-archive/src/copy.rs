@@ -175,7 +175,7 @@ pub fn apply_tar_at(
             _ => None,
         },
     };
-    apply_stream(root, tar_stream, &apply, Some(&rules))
+    apply_stream(root, tar_stream, &apply, Some(&rules), false).map(|(stats, _)| stats)
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@
 //! - [`write_tree`], [`write_paths`] and [`write_overlay_diff`] write deterministic tars of a
 //!   directory tree, of chosen subtrees (`cp`), or of an overlay upper dir as an OCI diff;
 //!   [`write_changes`] writes a layer diff from a list of changed paths.
+//! - [`apply_layer_split`] does the same and records the layer's [`TarSplit`] (the tar without
+//!   its file content), from which [`TarSplit::reassemble`] gives the exact tar back.
 //! - [`apply_tar_at`] extracts a `cp` archive into a directory of a live tree (a container's
 //!   root), resolving the destination and every entry inside the root (see [`copy`]).
 //!
@@ -22,13 +24,15 @@ mod compression;
 pub mod copy;
 mod error;
 mod reader;
+pub mod split;
 mod sys;
 mod write;
 
-pub use apply::{ApplyOptions, ApplyStats, Limits, apply_layer};
+pub use apply::{ApplyOptions, ApplyStats, Limits, apply_layer, apply_layer_split};
 pub use compression::{BUFFER_SIZE, Compression, ZSTD_WINDOW_LOG_MAX, decompress, detect};
 pub use copy::{CopyOptions, Ownership, apply_tar_at, resolve_dir_in_root};
 pub use error::{ArchiveError, EntryName};
+pub use split::TarSplit;
 pub use write::{DiffEntry, write_changes};
 pub use write::{TarSource, WriteOptions, WriteStats, write_overlay_diff, write_paths, write_tree};
 

@@ -21,6 +21,7 @@ use std::collections::HashSet;
 use std::io::{self, BufRead};
 
 use crate::compression::StreamLimit;
+use crate::split::Recorder;
 use crate::{ArchiveError, Limits};
 
 /// Size of a tar block.
@@ -88,6 +89,8 @@ pub(crate) struct TarReader<R> {
     max_header_bytes: u64,
     max_sparse_regions: u64,
     stream_limit: u64,
+    /// Records a tar-split of the stream, when asked.
+    split: Option<Recorder>,
 }
 
 /// Result of trying to read one block.
@@ -353,7 +356,23 @@ impl<R: BufRead> TarReader<R> {
             max_header_bytes: limits.max_header_bytes,
             max_sparse_regions: limits.max_sparse_regions,
             stream_limit: limits.max_stream_bytes.unwrap_or(u64::MAX),
+            split: None,
         }
+    }
+
+    /// Record a tar-split of everything read from now on.
+    pub(crate) fn record_split(&mut self) {
+        self.split = Some(Recorder::default());
+    }
+
+    /// The tar-split recorder, when recording.
+    pub(crate) fn split(&mut self) -> Option<&mut Recorder> {
+        self.split.as_mut()
+    }
+
+    /// Stop recording and hand the recorder over.
+    pub(crate) fn take_split(&mut self) -> Option<Recorder> {
+        self.split.take()
     }
 
     /// Bytes consumed so far.
@@ -403,6 +422,9 @@ impl<R: BufRead> TarReader<R> {
             }
             let n = avail.len().min(buf.len() - got);
             buf[got..got + n].copy_from_slice(&avail[..n]);
+            if let Some(s) = &mut self.split {
+                s.raw(&avail[..n]);
+            }
             self.r.consume(n);
             self.pos += n as u64;
             got += n;
@@ -414,14 +436,17 @@ impl<R: BufRead> TarReader<R> {
     fn skip(&mut self, mut n: u64) -> Result<(), ArchiveError> {
         while n > 0 {
             let avail = match self.r.fill_buf() {
-                Ok(b) => b.len(),
+                Ok(b) => b,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.read_error(e)),
             };
-            if avail == 0 {
+            if avail.is_empty() {
                 return Err(self.truncated("inside an entry's data"));
             }
-            let take = (avail as u64).min(n) as usize;
+            let take = (avail.len() as u64).min(n) as usize;
+            if let Some(s) = &mut self.split {
+                s.raw(&avail[..take]);
+            }
             self.r.consume(take);
             self.pos += take as u64;
             n -= take as u64;
@@ -444,6 +469,9 @@ impl<R: BufRead> TarReader<R> {
             }
             let take = avail.len().min(out.len() - got);
             out[got..got + take].copy_from_slice(&avail[..take]);
+            if let Some(s) = &mut self.split {
+                s.raw(&avail[..take]);
+            }
             self.r.consume(take);
             self.pos += take as u64;
             got += take;
@@ -988,6 +1016,13 @@ impl<R: BufRead> TarReader<R> {
 
     /// Mark `n` bytes returned by [`TarReader::data`] as used.
     pub(crate) fn consume(&mut self, n: usize) {
+        if let Some(s) = &mut self.split {
+            // The bytes just returned by `data` are still buffered: no I/O here.
+            match self.r.fill_buf() {
+                Ok(b) if b.len() >= n => s.content(&b[..n]),
+                _ => s.give_up("the stream buffer changed under the tar reader".into()),
+            }
+        }
         self.r.consume(n);
         self.pos += n as u64;
         self.remaining -= n as u64;

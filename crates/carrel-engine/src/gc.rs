@@ -12,7 +12,7 @@ use carrel_core::Digest;
 use carrel_meta::snapshots::{Kind, SnapshotRow};
 use carrel_meta::{Connection, blobs, images, leases, snapshots};
 
-use crate::images::layers::{LABEL_BLOB, recorded_size};
+use crate::images::layers::{LABEL_BLOB, LABEL_TAR_SPLIT, recorded_size};
 use crate::{Engine, Result};
 
 /// What a collection removed (or, planned, would remove).
@@ -68,8 +68,10 @@ fn plan(
         .collect();
     doomed.sort_by_key(|r| std::cmp::Reverse(depth(&parent_of, &r.key)));
     for r in all.iter().filter(|r| keep.contains(&r.key)) {
-        if let Some(b) = r.labels.get(LABEL_BLOB) {
-            keep_blobs.insert(b.clone());
+        for label in [LABEL_BLOB, LABEL_TAR_SPLIT] {
+            if let Some(b) = r.labels.get(label) {
+                keep_blobs.insert(b.clone());
+            }
         }
     }
     let doomed_blobs = blobs::list(c)?

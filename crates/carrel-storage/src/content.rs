@@ -6,9 +6,10 @@
 //!   remains of an interrupted write and is deleted by [`ContentStore::cleanup_ingest`].
 //!
 //! A write goes temp file → fsync → verify digest and size → record the row (under the writer's
-//! lease) → rename into place → fsync the directory. Removal deletes the row first, then the file,
-//! so a blob file without a row is always garbage; a row whose file is not there yet is not
-//! reported by [`ContentStore::contains`].
+//! lease) → rename into place → fsync the directory (or, for layers, one `syncfs` by the caller
+//! before anything but the lease refers to the blob: [`BlobWriter::commit_unsynced`]). Removal
+//! deletes the row first, then the file, so a blob file without a row is always garbage; a row
+//! whose file is not there yet is not reported by [`ContentStore::contains`].
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -266,7 +267,25 @@ impl BlobWriter {
 
     /// Finish the blob: fsync, verify against `expected`, make it read-only, rename it into
     /// place, fsync the directory and record it (protected by the writer's lease).
-    pub fn commit(mut self, media_type: &str, expected: Option<&Expected>) -> Result<Digest> {
+    pub fn commit(self, media_type: &str, expected: Option<&Expected>) -> Result<Digest> {
+        self.finish(media_type, expected, true)
+    }
+
+    /// Like [`BlobWriter::commit`] but without making the blob durable (no fsync of the file or
+    /// of its directory), for a caller that flushes the whole filesystem (`syncfs`) before it
+    /// records anything that refers to the blob, as the extraction of layers does for the
+    /// layers and their blobs together: until then only the writer's lease refers to the blob,
+    /// so a crash in between leaves a dead lease, whose blobs recovery removes.
+    pub fn commit_unsynced(self, media_type: &str, expected: Option<&Expected>) -> Result<Digest> {
+        self.finish(media_type, expected, false)
+    }
+
+    fn finish(
+        mut self,
+        media_type: &str,
+        expected: Option<&Expected>,
+        durable: bool,
+    ) -> Result<Digest> {
         let Some(w) = self.inner.take() else {
             return Err(StorageError::io(
                 "committing",
@@ -278,8 +297,10 @@ impl BlobWriter {
         let file = buf
             .into_inner()
             .map_err(|e| StorageError::io("writing", &self.path, e.into_error()))?;
-        file.sync_all()
-            .map_err(|e| StorageError::io("syncing", &self.path, e))?;
+        if durable {
+            file.sync_all()
+                .map_err(|e| StorageError::io("syncing", &self.path, e))?;
+        }
         if let Some(exp) = expected {
             verify(&format!("blob {}", exp.digest), exp, &digest, size)?;
         }
@@ -299,9 +320,18 @@ impl BlobWriter {
             carrel_meta::leases::add_resource(tx, &self.lease_id, "blob", &digest.to_string())
         })?;
         let dest = self.store.blob_path(&digest);
+        if !durable && dest.exists() {
+            // The same bytes are in place already (written by another process, durable or
+            // covered by the flush that its writer and this one's caller both make before
+            // anything refers to the blob): keep them rather than replace a blob that another
+            // image may already refer to with a copy that is not on disk yet.
+            return Ok(digest);
+        }
         std::fs::rename(&self.path, &dest).map_err(|e| StorageError::io("committing", &dest, e))?;
-        let dir = self.store.dir.join("blobs/sha256");
-        carrel_core::fs::fsync_dir(&dir).map_err(|e| StorageError::io("syncing", &dir, e))?;
+        if durable {
+            let dir = self.store.dir.join("blobs/sha256");
+            carrel_core::fs::fsync_dir(&dir).map_err(|e| StorageError::io("syncing", &dir, e))?;
+        }
         Ok(digest)
     }
 }

@@ -606,6 +606,73 @@ fn round_trip(driver: &str) {
     src.assert_check_clean();
 }
 
+/// A plain-tar layer is kept as its extracted directory and a small tar-split, and `save`
+/// gives back its exact bytes; a layer that cannot be rebuilt from its directory (a path
+/// written twice) is stored whole and round trips as well. Both drivers.
+fn tar_split_round_trip(driver: &str) {
+    let root = TestRoot::with_driver(&format!("split-{driver}"), driver);
+    let data = Rng::new(31).bytes(3 << 20);
+    let plain = layer_with_files(&[("big/blob", 0o644, &data), ("big/small", 0o600, b"s")]);
+    let mut twice = TarBuilder::new();
+    twice
+        .file("etc/conf", 0o644, b"first version")
+        .file("etc/conf", 0o644, b"second")
+        .hardlink("etc/conf2", "etc/conf");
+    let twice = twice.into_bytes();
+    let img = Image::new(vec![plain.clone(), twice.clone()], &["split:v1"]);
+    let f =
+        archive(std::slice::from_ref(&img), Layout::DockerLegacy).write(&root.scratch("in.tar"));
+    assert_eq!(root.ok(&["load", "-i", s(&f)]), "Loaded image: split:v1\n");
+
+    // Only the second layer's tar is in the content store, next to the config and a split.
+    let ids = img.diff_ids();
+    let blobs = root.blob_files();
+    assert!(!blobs.contains(&ids[0].hex().to_string()), "{blobs:?}");
+    assert!(blobs.contains(&ids[1].hex().to_string()), "{blobs:?}");
+    for b in &blobs {
+        let size = std::fs::metadata(root.path(&format!("content/blobs/sha256/{b}")))
+            .unwrap()
+            .len();
+        assert!(
+            size < 1 << 20,
+            "blob {b} is {size} bytes: no copy of the 3 MB layer"
+        );
+    }
+
+    // `save` gives back both layers byte for byte.
+    let saved = root.scratch("saved.tar");
+    root.ok(&["save", "-o", s(&saved), "split:v1"]);
+    let out = root.scratch("saved");
+    std::fs::create_dir(&out).unwrap();
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&saved)
+        .arg("-C")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    for (layer, id) in [(&plain, &ids[0]), (&twice, &ids[1])] {
+        let got = std::fs::read(out.join(format!("blobs/sha256/{}", id.hex()))).unwrap();
+        assert!(got == *layer, "layer {id} saved with other bytes");
+    }
+    root.assert_check_clean();
+
+    // Removing the image removes the splits with the layers.
+    root.ok(&["rmi", "split:v1"]);
+    assert_eq!(root.blob_files(), Vec::<String>::new());
+}
+
+#[test]
+fn plain_layers_are_kept_as_tar_splits_and_saved_byte_for_byte() {
+    tar_split_round_trip("overlay2");
+}
+
+#[test]
+fn plain_layers_are_kept_as_tar_splits_and_saved_byte_for_byte_copy_driver() {
+    tar_split_round_trip("copy");
+}
+
 #[test]
 fn save_load_round_trip_overlay2() {
     round_trip("overlay2");
@@ -1459,9 +1526,16 @@ fn load_on_a_full_disk_fails_cleanly() {
     root.mount_tmpfs(root.root(), "16m");
     busybox(&root); // ~4 MB of blob and layer
 
-    // The blob fits, its extraction does not.
-    let img = big_image("full:extract", 7 << 20, 21);
+    // A 7 MB layer loads in the ~12 MB left: a plain-tar layer is kept as its extracted
+    // directory and a tar-split, not a second copy of its tar (which would not fit).
+    let img = big_image("full:fits", 7 << 20, 21);
     let f = archive(std::slice::from_ref(&img), Layout::DockerLegacy).write(&root.scratch("a.tar"));
+    assert_eq!(root.ok(&["load", "-i", s(&f)]), "Loaded image: full:fits\n");
+    root.ok(&["rmi", "full:fits"]);
+
+    // Its extraction does not fit.
+    let img = big_image("full:extract", 14 << 20, 24);
+    let f = archive(std::slice::from_ref(&img), Layout::DockerLegacy).write(&root.scratch("d.tar"));
     fails_cleanly(&root, &["load", "-i", s(&f)], &["No space left on device"]);
 
     // The archive is bigger than the disk (from a file and from stdin).

@@ -32,6 +32,12 @@ pub const LABEL_TAR_SIZE: &str = "carrel.layer.tar-size";
 pub const LABEL_BLOB: &str = "carrel.layer.blob";
 /// Label: the media type of that blob.
 pub const LABEL_MEDIA_TYPE: &str = "carrel.layer.media-type";
+/// Label: the content-store blob that holds the layer's tar-split (a layer shipped as a plain
+/// tar is kept as its extracted directory plus this, not as a second copy of its content; see
+/// [`carrel_archive::split`]).
+pub const LABEL_TAR_SPLIT: &str = "carrel.layer.tar-split";
+/// Media type of a stored tar-split.
+pub const MEDIA_TYPE_TAR_SPLIT: &str = "application/vnd.carrel.tar-split.v1+zstd";
 
 /// What the caller knows about a layer to be created.
 #[derive(Debug, Clone)]
@@ -83,11 +89,49 @@ pub fn recorded_size(labels: &BTreeMap<String, String>) -> u64 {
         .unwrap_or(0)
 }
 
+/// The diff id of what was extracted must be the layer's.
+fn check_diff_id(spec: &LayerSpec, found: &Digest) -> Result<()> {
+    if *found != spec.diff_id {
+        return Err(EngineError::InvalidArgument(format!(
+            "layer {}: diff id mismatch: expected {}, found {found}",
+            spec.chain, spec.diff_id
+        )));
+    }
+    Ok(())
+}
+
+/// A layer as shipped must be what its manifest says (the content store's own check, for a
+/// layer kept as a tar-split rather than a blob).
+fn check_shipped(expected: &Expected, found: &Digest, size: u64) -> Result<()> {
+    let what = format!("blob {}", expected.digest);
+    if let Some(want) = expected.size
+        && want != size
+    {
+        return Err(carrel_storage::StorageError::SizeMismatch {
+            what,
+            expected: want,
+            found: size,
+        }
+        .into());
+    }
+    if expected.digest != *found {
+        return Err(carrel_storage::StorageError::DigestMismatch {
+            what,
+            expected: expected.digest.clone(),
+            found: found.clone(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// What extracting one layer produced.
 struct Extracted {
     size: u64,
     tar_size: u64,
     blob: Option<(Digest, String)>,
+    /// The stored tar-split, when the layer is kept as one instead of a blob.
+    split: Option<Digest>,
 }
 
 /// Copies everything read into a blob being written (the layer as shipped) and counts it.
@@ -364,7 +408,8 @@ impl Engine {
     }
 
     /// Extract one layer into its prepared snapshot, storing it as shipped on the way when
-    /// asked, and verify its diff id.
+    /// asked, and verify its diff id. A layer to be stored that is a plain tar is kept as its
+    /// tar-split instead (see [`Engine::extract_layer_split`]).
     fn extract_layer(
         &self,
         lease: &Lease,
@@ -373,6 +418,9 @@ impl Engine {
     ) -> Result<Extracted> {
         let key = layer_key(&job.spec.chain);
         let target = self.snapshotter().apply_target(&key)?;
+        if job.store_as.is_some() && self.is_plain_tar(job)? {
+            return self.extract_layer_split(lease, job, read, &target);
+        }
         let writer = Arc::new(Mutex::new(match &job.store_as {
             Some(_) => Some(self.content().writer(lease)?),
             None => None,
@@ -398,29 +446,143 @@ impl Engine {
                     .map_err(|e| EngineError::io("reading layer", "source", e))?;
                 io::copy(&mut rest, &mut w)
                     .map_err(|e| EngineError::io("storing layer", "source", e))?;
-                let d = w.commit(media_type, expected.as_ref())?;
+                // Made durable by the flush of the filesystem(s) before the layer is committed.
+                let d = w.commit_unsynced(media_type, expected.as_ref())?;
                 blob = Some((d, media_type.clone()));
             }
         }
         let stats = applied?;
-        if stats.diff_id != job.spec.diff_id {
-            return Err(EngineError::InvalidArgument(format!(
-                "layer {}: diff id mismatch: expected {}, found {}",
-                job.spec.chain, job.spec.diff_id, stats.diff_id
-            )));
-        }
+        check_diff_id(&job.spec, &stats.diff_id)?;
         Ok(Extracted {
             size: stats.bytes_written,
             tar_size: stats.tar_size,
             blob,
+            split: None,
         })
     }
 
-    /// Make what was extracted durable before it is committed: one flush of the filesystem.
+    /// Whether a layer's bytes as shipped are a plain tar (not compressed).
+    fn is_plain_tar(&self, job: &LayerJob<'_>) -> Result<bool> {
+        let mut head = [0u8; 8];
+        let mut source = (job.source)()?;
+        let mut got = 0;
+        while got < head.len() {
+            match source.read(&mut head[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(EngineError::io("reading layer", "source", e)),
+            }
+        }
+        // Formats that are refused (xz, bzip2) take the ordinary path, which reports them.
+        Ok(matches!(
+            carrel_archive::detect(&head[..got]),
+            Ok(carrel_archive::Compression::None)
+        ))
+    }
+
+    /// Extract a plain-tar layer recording its tar-split, and store the split (small) rather
+    /// than the tar (as big as the layer): `save` reassembles the exact tar from the layer's
+    /// directory. The tar's digest is its diff id, so the layer as shipped is verified by the
+    /// one hash of the extraction. A layer that cannot be reassembled from its directory (see
+    /// [`carrel_archive::split`]) has its tar stored as before, read again from the source.
+    fn extract_layer_split(
+        &self,
+        lease: &Lease,
+        job: &LayerJob<'_>,
+        read: &Arc<AtomicU64>,
+        target: &carrel_storage::snapshot::ApplyTarget,
+    ) -> Result<Extracted> {
+        let Some((media_type, expected)) = &job.store_as else {
+            return Err(EngineError::InvalidArgument(
+                "a tar-split is only kept for a layer to be stored".into(),
+            ));
+        };
+        let counted = Tee {
+            inner: (job.source)()?,
+            writer: Arc::new(Mutex::new(None)),
+            read: read.clone(),
+        };
+        let opts = carrel_archive::ApplyOptions::new(target.format);
+        let (stats, split) = match carrel_archive::apply_layer_split(&target.dir, counted, &opts) {
+            Ok(done) => done,
+            Err(e) => {
+                // As on the ordinary path, a layer that does not match its digest is the more
+                // precise report than the extraction error it causes.
+                if let Some(exp) = expected {
+                    let mut hashed = carrel_core::DigestReader::new((job.source)()?);
+                    io::copy(&mut hashed, &mut io::sink())
+                        .map_err(|e| EngineError::io("reading layer", "source", e))?;
+                    let (found, size, _) = hashed.finish_now();
+                    check_shipped(exp, &found, size)?;
+                }
+                return Err(e.into());
+            }
+        };
+        if let Some(exp) = expected {
+            check_shipped(exp, &stats.diff_id, stats.tar_size)?;
+        }
+        check_diff_id(&job.spec, &stats.diff_id)?;
+        let (blob, split) = match split {
+            Ok(split) => {
+                let bytes = split
+                    .to_bytes()
+                    .map_err(|e| EngineError::io("encoding tar-split of", &target.dir, e))?;
+                let mut w = self.content().writer(lease)?;
+                w.write_all(&bytes)
+                    .map_err(|e| EngineError::io("storing tar-split of", &target.dir, e))?;
+                (None, Some(w.commit_unsynced(MEDIA_TYPE_TAR_SPLIT, None)?))
+            }
+            Err(why) => {
+                tracing::debug!(layer = %job.spec.chain, why, "layer stored whole");
+                let d = self.store_layer_blob(lease, job, media_type, expected.as_ref())?;
+                (Some((d, media_type.clone())), None)
+            }
+        };
+        Ok(Extracted {
+            size: stats.bytes_written,
+            tar_size: stats.tar_size,
+            blob,
+            split,
+        })
+    }
+
+    /// Store a layer's bytes as shipped, read again from its source, as a blob (made durable
+    /// with the layers).
+    fn store_layer_blob(
+        &self,
+        lease: &Lease,
+        job: &LayerJob<'_>,
+        media_type: &str,
+        expected: Option<&Expected>,
+    ) -> Result<Digest> {
+        let mut w = self.content().writer(lease)?;
+        io::copy(&mut (job.source)()?, &mut w)
+            .map_err(|e| EngineError::io("storing layer", "source", e))?;
+        Ok(w.commit_unsynced(media_type, expected)?)
+    }
+
+    /// Make what was extracted, and the layers' blobs stored on the way, durable before the
+    /// layers are committed: one flush of the layers' filesystem, and one of the content
+    /// store's when it is another.
     fn sync_layers(&self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
         let home = self.snapshotter().home();
-        let dir = std::fs::File::open(&home).map_err(|e| EngineError::io("opening", &home, e))?;
-        rustix::fs::syncfs(&dir).map_err(|e| EngineError::io("syncing", &home, e.into()))?;
+        let content = self.layout().content();
+        let mut synced = None;
+        for path in [home, content] {
+            let dir =
+                std::fs::File::open(&path).map_err(|e| EngineError::io("opening", &path, e))?;
+            let dev = dir
+                .metadata()
+                .map_err(|e| EngineError::io("examining", &path, e))?
+                .dev();
+            if synced == Some(dev) {
+                continue;
+            }
+            rustix::fs::syncfs(&dir).map_err(|e| EngineError::io("syncing", &path, e.into()))?;
+            synced = Some(dev);
+        }
         Ok(())
     }
 
@@ -434,6 +596,9 @@ impl Engine {
         if let Some((blob, media_type)) = &e.blob {
             labels.insert(LABEL_BLOB.into(), blob.to_string());
             labels.insert(LABEL_MEDIA_TYPE.into(), media_type.clone());
+        }
+        if let Some(split) = &e.split {
+            labels.insert(LABEL_TAR_SPLIT.into(), split.to_string());
         }
         self.meta()
             .write(|tx| leases::add_resource(tx, lease.id(), "snapshot", &key))?;

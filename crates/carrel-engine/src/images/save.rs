@@ -14,7 +14,7 @@ use carrel_core::{Digest, DigestReader};
 use carrel_meta::images::ImageRow;
 use carrel_meta::snapshots;
 
-use super::layers::{LABEL_BLOB, LABEL_DIFF_ID, LABEL_TAR_SIZE, layer_key};
+use super::layers::{LABEL_BLOB, LABEL_DIFF_ID, LABEL_TAR_SIZE, LABEL_TAR_SPLIT, layer_key};
 use crate::progress::ProgressReader;
 use crate::{Engine, EngineError, Progress, Result};
 
@@ -29,10 +29,18 @@ struct Selected {
     tags: Vec<carrel_core::reference::Reference>,
 }
 
-/// A layer's diff id, its stored blob, and its uncompressed size.
+/// Where a saved layer's tar comes from.
+enum LayerSource {
+    /// The layer as shipped (plain or compressed), stored whole.
+    Blob(Digest),
+    /// The layer's tar-split (stored blob) and the snapshot whose directory holds the rest.
+    Split { split: Digest, key: String },
+}
+
+/// A layer's diff id, where its tar comes from, and its uncompressed size.
 struct LayerFile {
     diff_id: Digest,
-    blob: Digest,
+    source: LayerSource,
     size: u64,
 }
 
@@ -212,14 +220,29 @@ impl Engine {
                     })
             };
             let diff_id = parse(LABEL_DIFF_ID)?;
-            let blob = parse(LABEL_BLOB)?;
-            let size = match snap.labels.get(LABEL_TAR_SIZE).and_then(|v| v.parse().ok()) {
-                Some(size) => size,
-                None => self.uncompressed_size(&blob)?,
+            let source = if snap.labels.contains_key(LABEL_TAR_SPLIT) {
+                LayerSource::Split {
+                    split: parse(LABEL_TAR_SPLIT)?,
+                    key: snap.key.clone(),
+                }
+            } else {
+                LayerSource::Blob(parse(LABEL_BLOB)?)
+            };
+            let size = match (
+                snap.labels.get(LABEL_TAR_SIZE).and_then(|v| v.parse().ok()),
+                &source,
+            ) {
+                (Some(size), _) => size,
+                (None, LayerSource::Blob(blob)) => self.uncompressed_size(blob)?,
+                (None, LayerSource::Split { .. }) => {
+                    return Err(EngineError::NotFound(format!(
+                        "layer {chain} has no recorded tar size (label {LABEL_TAR_SIZE})"
+                    )));
+                }
             };
             out.push(LayerFile {
                 diff_id,
-                blob,
+                source,
                 size,
             });
         }
@@ -235,6 +258,32 @@ impl Engine {
             .map_err(|e| EngineError::io("reading blob", self.content().blob_path(blob), e))
     }
 
+    /// A layer's uncompressed tar: the stored blob, decompressed, or the tar-split reassembled
+    /// from the layer's directory.
+    fn layer_tar(&self, source: &LayerSource) -> Result<Box<dyn Read + '_>> {
+        match source {
+            LayerSource::Blob(blob) => {
+                let file = self.content().open_blob(blob)?;
+                let (_, plain) =
+                    carrel_archive::decompress(io::BufReader::with_capacity(1 << 20, file))?;
+                Ok(plain)
+            }
+            LayerSource::Split { split, key } => {
+                let stored = self.content().read_blob(split, MAX_SPLIT_BYTES)?;
+                let path = self.content().blob_path(split);
+                let split = carrel_archive::TarSplit::from_bytes(&stored)
+                    .map_err(|e| EngineError::io("reading tar-split", &path, e))?;
+                let dir = self.snapshotter().upper_dir(key)?;
+                let root = carrel_core::fs::Root::open(&dir)
+                    .map_err(|e| EngineError::io("opening layer", &dir, e))?;
+                Ok(Box::new(io::BufReader::with_capacity(
+                    1 << 20,
+                    split.reassemble(root),
+                )))
+            }
+        }
+    }
+
     fn write_layer(
         &self,
         builder: &mut tar::Builder<&mut dyn Write>,
@@ -245,8 +294,7 @@ impl Engine {
             &format!("Saving layer {}", layer.diff_id.short()),
             Some(layer.size),
         );
-        let file = self.content().open_blob(&layer.blob)?;
-        let (_, plain) = carrel_archive::decompress(io::BufReader::with_capacity(1 << 20, file))?;
+        let plain = self.layer_tar(&layer.source)?;
         let mut hashed = DigestReader::new(ProgressReader::new(plain, progress));
         let mut header = file_header(layer.size);
         builder
@@ -267,6 +315,10 @@ impl Engine {
         Ok(())
     }
 }
+
+/// The largest stored tar-split read back (they hold at most
+/// [`carrel_archive::split::MAX_RAW_BYTES`] of headers, compressed).
+const MAX_SPLIT_BYTES: u64 = 256 << 20;
 
 fn blob_name(d: &Digest) -> String {
     format!("blobs/sha256/{}", d.hex())
