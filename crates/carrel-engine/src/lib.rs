@@ -206,9 +206,8 @@ fn choose_driver(meta: &Meta, requested: Option<&str>, layout: &Layout) -> Resul
         .read(|c| carrel_meta::settings::get(c, DRIVER_SETTING))?
         .map(|s| DriverKind::parse(&s))
         .transpose()?;
-    let has_snapshots = !meta.read(carrel_meta::snapshots::list)?.is_empty();
     let chosen = match (requested, stored) {
-        (Some(r), Some(s)) if r != s && has_snapshots => {
+        (Some(r), Some(s)) if r != s && meta.read(carrel_meta::snapshots::any)? => {
             return Err(EngineError::Precondition(format!(
                 "data root {} holds layers of storage driver {}; it cannot be used with {} (remove its images and containers first, or use another --root)",
                 layout.root().display(),

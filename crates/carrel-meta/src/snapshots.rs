@@ -133,6 +133,15 @@ pub fn list(c: &Connection) -> Result<Vec<SnapshotRow>> {
     Ok(out)
 }
 
+/// Whether there is any snapshot at all (without reading them).
+pub fn any(c: &Connection) -> Result<bool> {
+    Ok(
+        c.query_row("SELECT EXISTS (SELECT 1 FROM snapshots)", [], |r| {
+            r.get::<_, bool>(0)
+        })?,
+    )
+}
+
 /// Keys of the snapshots whose parent is `key`.
 pub fn children(c: &Connection, key: &str) -> Result<Vec<String>> {
     let mut stmt = c.prepare("SELECT key FROM snapshots WHERE parent = ?1 ORDER BY key")?;
