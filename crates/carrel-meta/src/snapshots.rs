@@ -225,6 +225,7 @@ mod tests {
     fn insert_commit_and_children() {
         let dir = tempfile::tempdir().unwrap();
         let meta = Meta::open(&dir.path().join("db")).unwrap();
+        assert!(!meta.read(any).unwrap(), "no snapshot yet");
         meta.write(|tx| {
             insert(tx, &row("base", "1", None, Kind::Committed))?;
             insert(tx, &row("tmp", "2", Some("base"), Kind::Active))?;
@@ -236,6 +237,7 @@ mod tests {
             meta.write(|tx| commit(tx, "tmp", "layer2", 10, 2, &labels, 5))
                 .unwrap()
         );
+        assert!(meta.read(any).unwrap());
         let r = meta.read(|c| get(c, "layer2")).unwrap().unwrap();
         assert_eq!(r.kind, Kind::Committed);
         assert_eq!(r.size, Some(10));
