@@ -27,6 +27,11 @@ OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 
 
 def fmt_ms(x):
+    """Milliseconds with about three significant digits (sub-millisecond server times too)."""
+    if abs(x) < 1:
+        return f"{x:.3f}"
+    if abs(x) < 10:
+        return f"{x:.2f}"
     return f"{x:.1f}" if abs(x) < 1000 else f"{x:.0f}"
 
 
@@ -75,7 +80,7 @@ def main():
             m = statistics.median(v)
             row = f"| {s} | {fmt_ms(m)} | {fmt_ms(min(v))}–{fmt_ms(max(v))} | {len(v)} |"
             if ref:
-                row += " — | — |" if s == ref else f" {rm / m:.2f} | {rm - m:+.1f} |"
+                row += " — | — |" if s == ref else f" {rm / m:.2f} | {'+' if rm >= m else '-'}{fmt_ms(abs(rm - m))} |"
             out.append(row)
         out.append("")
     # the commands, once per (group, subject)

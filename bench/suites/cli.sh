@@ -10,10 +10,11 @@
 #
 # The docker client itself takes ~40 ms per command, for either server, which hides most of the
 # servers' difference; so the API requests behind the read-only commands also run through curl
-# (API_CASES), a client that costs a few milliseconds, to show the servers' own times.
+# (API_CASES), a client that costs a few milliseconds, and N_KEEPALIVE times over one kept-alive
+# connection (bench/apitime.py), which leaves only the servers' own times.
 #
 # Usage: bench/suites/cli.sh             (or bench/run.sh cli)
-# Environment: ROUNDS (default 21), WARMUP (default 2), CARREL_SERVE_ARGS (how to make
+# Environment: ROUNDS (default 21), WARMUP (default 2), N_KEEPALIVE (default 50), CARREL_SERVE_ARGS (how to make
 # `carrel serve` listen on a socket; default "-H unix://SOCKET"; adjust to carrel's flags).
 SUITE=cli
 # shellcheck source=SCRIPTDIR/../lib.sh
@@ -50,7 +51,8 @@ stop_serve() {
 if carrel serve --help >/dev/null 2>&1; then
   rm -f "$CARREL_SOCK"
   read -r -a serve_args <<<"$CARREL_SERVE_ARGS"
-  carrel serve "${serve_args[@]}" >>"$LOGS/$SUITE-serve.log" 2>&1 </dev/null 9>&- &
+  # the binary itself, not the `carrel` function: $! must be its pid for stop_serve
+  "$CARREL" serve "${serve_args[@]}" >>"$LOGS/$SUITE-serve.log" 2>&1 </dev/null 9>&- &
   SERVE_PID=$!
   at_exit stop_serve
   for ((i = 0; i < 60; i++)); do
@@ -116,12 +118,45 @@ for ((r = 1; r <= ROUNDS; r++)); do
   done
 done
 
+# the same requests again, N_KEEPALIVE times over one kept-alive connection (bench/apitime.py):
+# each sample is the mean time per request, the server's own time with no client start-up; and
+# a volume created and removed (the requests of `docker volume create` and `docker volume rm`)
+N_KEEPALIVE=${N_KEEPALIVE:-50}
+KEEPALIVE_CASES=("${API_CASES[@]}" "POST /volumes/create + DELETE /volumes/bench-cli-ka")
+# apitime SERVER CASE: one sample (ms) of CASE against SERVER
+apitime() {
+  local sock=$CARREL_SOCK c=$2
+  [ "$1" = dockerd ] && sock=$DOCKER_SOCK
+  if [[ $c == *" + "* ]]; then
+    python3 "$BENCH_DIR/apitime.py" "$sock" "$N_KEEPALIVE" \
+      "POST /v1.41/volumes/create {\"Name\": \"bench-cli-ka\"}" "DELETE /v1.41/volumes/bench-cli-ka"
+  else
+    python3 "$BENCH_DIR/apitime.py" "$sock" "$N_KEEPALIVE" "${c% *} /v1.41${c#* }"
+  fi
+}
+for c in "${KEEPALIVE_CASES[@]}"; do
+  for s in "${SERVERS[@]}"; do describe "API $c, kept-alive" "$s" "bench/apitime.py SOCKET $N_KEEPALIVE '$c' (mean per pass over one connection)"; done
+done
+for ((r = 1; r <= ROUNDS; r++)); do
+  wait_quiet
+  mapfile -t order < <(rotate "$r" "${SERVERS[@]}")
+  for c in "${KEEPALIVE_CASES[@]}"; do
+    for s in "${order[@]}"; do
+      ms=$(apitime "$s" "$c") || die "apitime failed (API $c / $s)"
+      record "API $c, kept-alive" "$s" "$r" "$ms"
+    done
+  done
+done
+
 aims=()
 for c in "${CASES[@]}"; do
   aims+=(--aim "docker $c: carrel serve faster than dockerd::ratio::docker $c::carrel serve::docker $c::dockerd::<::1")
 done
 for c in "${API_CASES[@]}"; do
   aims+=(--aim "API $c: carrel serve faster than dockerd::ratio::API $c::carrel serve::API $c::dockerd::<::1")
+done
+for c in "${KEEPALIVE_CASES[@]}"; do
+  aims+=(--aim "API $c, kept-alive: carrel serve faster than dockerd::ratio::API $c, kept-alive::carrel serve::API $c, kept-alive::dockerd::<::1")
 done
 write_report "cli: the docker CLI against carrel serve vs dockerd" "${aims[@]}" \
   --note "Conditions: Debian's docker 20.10 client (and curl for the API rows) for both servers; the same busybox image in both; servers rotate which goes first each round."
