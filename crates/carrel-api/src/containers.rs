@@ -111,13 +111,7 @@ pub async fn list(ctx: Ctx) -> ApiResult<Response<Body>> {
         .state
         .run(move |e| {
             let f = ContainerFilter::parse(&filters)?;
-            // Containers whose monitor died are repaired first (a CLI command does that when it
-            // opens the data root; the server's engine stays open).
-            for c in e.containers()? {
-                if c.is_running() && !e.container_monitor_alive(&c.id) {
-                    let _ = e.refresh_container(&c.id);
-                }
-            }
+            // (Containers whose monitor died are repaired by the listing.)
             let mut list = e.container_list(all || limit > 0, &f)?;
             if limit > 0 {
                 list.truncate(limit as usize);

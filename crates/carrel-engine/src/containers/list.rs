@@ -80,9 +80,19 @@ impl ContainerFilter {
 }
 
 impl Engine {
-    /// `carrel ps`: running containers (all with `all`), newest first, filtered.
+    /// `carrel ps`: running containers (all with `all`), newest first, filtered. A container
+    /// whose monitor died is repaired first (opening the data root does that too, but a
+    /// server's engine stays open).
     pub fn container_list(&self, all: bool, filter: &ContainerFilter) -> Result<Vec<Container>> {
         let mut list = self.containers()?;
+        for c in list.iter_mut() {
+            if c.is_running()
+                && !self.container_monitor_alive(&c.id)
+                && let Ok(repaired) = self.refresh_container(&c.id)
+            {
+                *c = repaired;
+            }
+        }
         let created_of = |name: &str| -> Result<i64> { Ok(self.resolve_container(name)?.created) };
         let before = filter.before.as_deref().map(created_of).transpose()?;
         let since = filter.since.as_deref().map(created_of).transpose()?;
