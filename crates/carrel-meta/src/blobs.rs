@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use carrel_core::Digest;
 
-use crate::{MetaError, Result};
+use crate::{MetaError, QueryRowCached, Result};
 
 /// One committed blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +45,7 @@ fn parse(digest: String, size: i64, media_type: String, created: i64) -> Result<
 /// The row for a digest.
 pub fn get(c: &Connection, digest: &Digest) -> Result<Option<BlobRow>> {
     let r = c
-        .query_row(
+        .query_row_cached(
             "SELECT digest, size, media_type, created FROM blobs WHERE digest = ?1",
             [digest.to_string()],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -57,7 +57,7 @@ pub fn get(c: &Connection, digest: &Digest) -> Result<Option<BlobRow>> {
 /// Every blob.
 pub fn list(c: &Connection) -> Result<Vec<BlobRow>> {
     let mut stmt =
-        c.prepare("SELECT digest, size, media_type, created FROM blobs ORDER BY digest")?;
+        c.prepare_cached("SELECT digest, size, media_type, created FROM blobs ORDER BY digest")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
     let mut out = Vec::new();
     for r in rows {

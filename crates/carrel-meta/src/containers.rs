@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use carrel_core::Digest;
 
-use crate::{MetaError, Result};
+use crate::{MetaError, QueryRowCached, Result};
 
 /// One container row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +76,7 @@ pub fn insert(c: &Connection, row: &ContainerRow) -> Result<()> {
 
 /// The container with this exact id.
 pub fn get(c: &Connection, id: &str) -> Result<Option<ContainerRow>> {
-    c.query_row(
+    c.query_row_cached(
         &format!("SELECT {COLUMNS} FROM containers WHERE id = ?1"),
         [id],
         raw,
@@ -88,7 +88,7 @@ pub fn get(c: &Connection, id: &str) -> Result<Option<ContainerRow>> {
 
 /// The container with this exact name.
 pub fn get_by_name(c: &Connection, name: &str) -> Result<Option<ContainerRow>> {
-    c.query_row(
+    c.query_row_cached(
         &format!("SELECT {COLUMNS} FROM containers WHERE name = ?1"),
         [name],
         raw,
@@ -103,8 +103,9 @@ pub fn ids_with_prefix(c: &Connection, prefix: &str, limit: usize) -> Result<Vec
     if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Ok(Vec::new());
     }
-    let mut stmt =
-        c.prepare("SELECT id FROM containers WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3")?;
+    let mut stmt = c.prepare_cached(
+        "SELECT id FROM containers WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3",
+    )?;
     let hi = format!("{prefix}\u{7f}");
     let rows = stmt.query_map(params![prefix, hi, (limit + 1) as i64], |r| {
         r.get::<_, String>(0)
@@ -114,7 +115,7 @@ pub fn ids_with_prefix(c: &Connection, prefix: &str, limit: usize) -> Result<Vec
 
 /// Every container, newest first.
 pub fn list(c: &Connection) -> Result<Vec<ContainerRow>> {
-    let mut stmt = c.prepare(&format!(
+    let mut stmt = c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM containers ORDER BY created DESC, id"
     ))?;
     let rows = stmt.query_map([], raw)?;
@@ -148,7 +149,7 @@ pub fn delete(c: &Connection, id: &str) -> Result<bool> {
 
 /// Ids of the containers created from an image.
 pub fn using_image(c: &Connection, image: &Digest) -> Result<Vec<String>> {
-    let mut stmt = c.prepare("SELECT id FROM containers WHERE image_id = ?1 ORDER BY id")?;
+    let mut stmt = c.prepare_cached("SELECT id FROM containers WHERE image_id = ?1 ORDER BY id")?;
     let rows = stmt.query_map([image.to_string()], |r| r.get::<_, String>(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

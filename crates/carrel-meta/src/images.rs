@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use carrel_core::Digest;
 
-use crate::{MetaError, Result};
+use crate::{MetaError, QueryRowCached, Result};
 
 /// One image: its config blob and the layers it stands on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +97,7 @@ pub fn insert(c: &Connection, row: &ImageRow) -> Result<bool> {
 
 /// The image with this id.
 pub fn get(c: &Connection, id: &Digest) -> Result<Option<ImageRow>> {
-    c.query_row(
+    c.query_row_cached(
         &format!("SELECT {COLUMNS} FROM images WHERE id = ?1"),
         [id.to_string()],
         raw,
@@ -109,7 +109,7 @@ pub fn get(c: &Connection, id: &Digest) -> Result<Option<ImageRow>> {
 
 /// Every image, newest first.
 pub fn list(c: &Connection) -> Result<Vec<ImageRow>> {
-    let mut stmt = c.prepare(&format!(
+    let mut stmt = c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM images ORDER BY created DESC, id"
     ))?;
     let rows = stmt.query_map([], raw)?;
@@ -126,7 +126,7 @@ pub fn ids_with_prefix(c: &Connection, prefix: &str, limit: usize) -> Result<Vec
         return Ok(Vec::new());
     }
     let mut stmt =
-        c.prepare("SELECT id FROM images WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3")?;
+        c.prepare_cached("SELECT id FROM images WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3")?;
     let lo = format!("sha256:{prefix}");
     let hi = format!("sha256:{prefix}\u{7f}");
     let rows = stmt.query_map(params![lo, hi, (limit + 1) as i64], |r| {
@@ -187,7 +187,7 @@ pub fn set_tag(c: &Connection, name: &str, image_id: &Digest, now: i64) -> Resul
 
 /// The tag `name`.
 pub fn get_tag(c: &Connection, name: &str) -> Result<Option<TagRow>> {
-    c.query_row(
+    c.query_row_cached(
         "SELECT name, image_id, created FROM tags WHERE name = ?1",
         [name],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -199,7 +199,7 @@ pub fn get_tag(c: &Connection, name: &str) -> Result<Option<TagRow>> {
 
 /// Every tag, sorted by name.
 pub fn list_tags(c: &Connection) -> Result<Vec<TagRow>> {
-    let mut stmt = c.prepare("SELECT name, image_id, created FROM tags ORDER BY name")?;
+    let mut stmt = c.prepare_cached("SELECT name, image_id, created FROM tags ORDER BY name")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     let mut out = Vec::new();
     for r in rows {
@@ -211,7 +211,7 @@ pub fn list_tags(c: &Connection) -> Result<Vec<TagRow>> {
 
 /// The tags pointing at one image, sorted by name.
 pub fn tags_of(c: &Connection, image_id: &Digest) -> Result<Vec<String>> {
-    let mut stmt = c.prepare("SELECT name FROM tags WHERE image_id = ?1 ORDER BY name")?;
+    let mut stmt = c.prepare_cached("SELECT name FROM tags WHERE image_id = ?1 ORDER BY name")?;
     let rows = stmt.query_map([image_id.to_string()], |r| r.get::<_, String>(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

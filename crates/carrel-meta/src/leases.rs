@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use carrel_core::fs::FileLock;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::{Meta, MetaError, Result};
+use crate::{Meta, MetaError, QueryRowCached, Result};
 
 /// A lease id (random hex).
 pub type LeaseId = String;
@@ -121,14 +121,15 @@ pub fn add_resource(c: &Connection, id: &str, kind: &str, reference: &str) -> Re
 
 /// Every resource of `kind` listed under any lease (these are protected from collection).
 pub fn protected(c: &Connection, kind: &str) -> Result<std::collections::HashSet<String>> {
-    let mut stmt = c.prepare("SELECT ref FROM lease_resources WHERE kind = ?1")?;
+    let mut stmt = c.prepare_cached("SELECT ref FROM lease_resources WHERE kind = ?1")?;
     let rows = stmt.query_map([kind], |r| r.get::<_, String>(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Leases recorded in the database: (id, purpose, pid, created).
 pub fn list(c: &Connection) -> Result<Vec<(LeaseId, String, i64, i64)>> {
-    let mut stmt = c.prepare("SELECT id, purpose, pid, created FROM leases ORDER BY created")?;
+    let mut stmt =
+        c.prepare_cached("SELECT id, purpose, pid, created FROM leases ORDER BY created")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -174,7 +175,7 @@ pub fn dead(meta: &Meta, dir: &Path) -> Result<Vec<DeadLease>> {
         };
         let still_there = meta.read(|c| {
             Ok(
-                c.query_row("SELECT 1 FROM leases WHERE id = ?1", [id], |_| Ok(()))
+                c.query_row_cached("SELECT 1 FROM leases WHERE id = ?1", [id], |_| Ok(()))
                     .optional()?
                     .is_some(),
             )
@@ -185,7 +186,7 @@ pub fn dead(meta: &Meta, dir: &Path) -> Result<Vec<DeadLease>> {
             continue;
         }
         let resources = meta.read(|c| {
-            let mut stmt = c.prepare(
+            let mut stmt = c.prepare_cached(
                 "SELECT kind, ref FROM lease_resources WHERE lease = ?1 ORDER BY kind, ref",
             )?;
             let rows = stmt.query_map([id], |r| {

@@ -24,6 +24,29 @@ pub use error::MetaError;
 pub use leases::{Lease, LeaseId};
 pub use rusqlite::{Connection, Transaction};
 
+/// Prepared statements kept per connection (more than the queries carrel has).
+const STATEMENT_CACHE: usize = 128;
+
+/// `query_row` through the connection's statement cache: a query is parsed once per connection,
+/// not at every call (SQLite's parser was the biggest part of a server's answer to a list).
+pub(crate) trait QueryRowCached {
+    /// Like [`Connection::query_row`], with the statement taken from the cache.
+    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl QueryRowCached for Connection {
+    fn query_row_cached<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
 /// Result type of this crate.
 pub type Result<T, E = MetaError> = std::result::Result<T, E>;
 
@@ -123,6 +146,8 @@ impl Meta {
         .map_err(|e| MetaError::open(path, e))?;
         keep_wal_between_processes(&conn).map_err(|e| MetaError::open(path, e))?;
         migrations::migrate(&conn, path)?;
+        // Every query is prepared once per connection (a server keeps its connection).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Meta {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),

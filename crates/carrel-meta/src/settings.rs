@@ -2,12 +2,12 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::Result;
+use crate::{QueryRowCached, Result};
 
 /// The value stored under `key`.
 pub fn get(c: &Connection, key: &str) -> Result<Option<String>> {
     Ok(
-        c.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+        c.query_row_cached("SELECT value FROM settings WHERE key = ?1", [key], |r| {
             r.get(0)
         })
         .optional()?,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::{MetaError, Result};
+use crate::{MetaError, QueryRowCached, Result};
 
 /// What a snapshot is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -111,7 +111,7 @@ pub fn insert(c: &Connection, row: &SnapshotRow) -> Result<()> {
 /// The row for `key`, if any.
 pub fn get(c: &Connection, key: &str) -> Result<Option<SnapshotRow>> {
     let row = c
-        .query_row(
+        .query_row_cached(
             &format!("SELECT {COLUMNS} FROM snapshots WHERE key = ?1"),
             [key],
             from_row,
@@ -122,7 +122,7 @@ pub fn get(c: &Connection, key: &str) -> Result<Option<SnapshotRow>> {
 
 /// Every row, in creation order.
 pub fn list(c: &Connection) -> Result<Vec<SnapshotRow>> {
-    let mut stmt = c.prepare(&format!(
+    let mut stmt = c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM snapshots ORDER BY created, key"
     ))?;
     let rows = stmt.query_map([], from_row)?;
@@ -136,7 +136,7 @@ pub fn list(c: &Connection) -> Result<Vec<SnapshotRow>> {
 /// Whether there is any snapshot at all (without reading them).
 pub fn any(c: &Connection) -> Result<bool> {
     Ok(
-        c.query_row("SELECT EXISTS (SELECT 1 FROM snapshots)", [], |r| {
+        c.query_row_cached("SELECT EXISTS (SELECT 1 FROM snapshots)", [], |r| {
             r.get::<_, bool>(0)
         })?,
     )
@@ -144,7 +144,7 @@ pub fn any(c: &Connection) -> Result<bool> {
 
 /// Keys of the snapshots whose parent is `key`.
 pub fn children(c: &Connection, key: &str) -> Result<Vec<String>> {
-    let mut stmt = c.prepare("SELECT key FROM snapshots WHERE parent = ?1 ORDER BY key")?;
+    let mut stmt = c.prepare_cached("SELECT key FROM snapshots WHERE parent = ?1 ORDER BY key")?;
     let rows = stmt.query_map([key], |r| r.get::<_, String>(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

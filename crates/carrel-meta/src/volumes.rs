@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, Row, params};
 
-use crate::{MetaError, Result};
+use crate::{MetaError, QueryRowCached, Result};
 
 /// One volume row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +77,7 @@ pub fn insert(c: &Connection, row: &VolumeRow) -> Result<()> {
 
 /// The volume named `name`.
 pub fn get(c: &Connection, name: &str) -> Result<Option<VolumeRow>> {
-    let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM volumes WHERE name = ?1"))?;
+    let mut stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM volumes WHERE name = ?1"))?;
     let mut rows = stmt.query([name])?;
     rows.next()?.map(read_row).transpose()
 }
@@ -85,7 +85,7 @@ pub fn get(c: &Connection, name: &str) -> Result<Option<VolumeRow>> {
 /// Every volume, in no particular order (callers sort in Docker's natural order, which SQL
 /// cannot; scanning the table without the name index saves a lookup per row).
 pub fn list(c: &Connection) -> Result<Vec<VolumeRow>> {
-    let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM volumes"))?;
+    let mut stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM volumes"))?;
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
@@ -121,7 +121,7 @@ pub fn add_ref(c: &Connection, volume: &str, container: &str) -> Result<()> {
 /// Ids of the containers that reference `volume`, sorted.
 pub fn refs(c: &Connection, volume: &str) -> Result<Vec<String>> {
     let mut stmt =
-        c.prepare("SELECT container FROM volume_refs WHERE volume = ?1 ORDER BY container")?;
+        c.prepare_cached("SELECT container FROM volume_refs WHERE volume = ?1 ORDER BY container")?;
     let rows = stmt.query_map([volume], |r| r.get::<_, String>(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -129,14 +129,14 @@ pub fn refs(c: &Connection, volume: &str) -> Result<Vec<String>> {
 /// Names of the volumes `container` references, sorted.
 pub fn volumes_of(c: &Connection, container: &str) -> Result<Vec<String>> {
     let mut stmt =
-        c.prepare("SELECT volume FROM volume_refs WHERE container = ?1 ORDER BY volume")?;
+        c.prepare_cached("SELECT volume FROM volume_refs WHERE container = ?1 ORDER BY volume")?;
     let rows = stmt.query_map([container], |r| r.get::<_, String>(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Reference counts of every volume (volumes without references are absent).
 pub fn ref_counts(c: &Connection) -> Result<BTreeMap<String, u64>> {
-    let mut stmt = c.prepare("SELECT volume, COUNT(*) FROM volume_refs GROUP BY volume")?;
+    let mut stmt = c.prepare_cached("SELECT volume, COUNT(*) FROM volume_refs GROUP BY volume")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     let mut out = BTreeMap::new();
     for r in rows {
@@ -172,7 +172,7 @@ pub fn remove_mount(c: &Connection, volume: &str, user: &str) -> Result<u64> {
 
 /// How many users have `volume` mounted.
 pub fn mount_count(c: &Connection, volume: &str) -> Result<u64> {
-    Ok(c.query_row(
+    Ok(c.query_row_cached(
         "SELECT COUNT(*) FROM volume_mounts WHERE volume = ?1",
         [volume],
         |r| r.get::<_, i64>(0),
@@ -181,7 +181,8 @@ pub fn mount_count(c: &Connection, volume: &str) -> Result<u64> {
 
 /// Every (volume, user) mount record.
 pub fn mounts(c: &Connection) -> Result<Vec<(String, String)>> {
-    let mut stmt = c.prepare("SELECT volume, user FROM volume_mounts ORDER BY volume, user")?;
+    let mut stmt =
+        c.prepare_cached("SELECT volume, user FROM volume_mounts ORDER BY volume, user")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -189,7 +190,7 @@ pub fn mounts(c: &Connection) -> Result<Vec<(String, String)>> {
 /// Ids of the containers listed (kind `container`) under the live leases that also list
 /// `volume` (kind `volume`): the containers being created with it right now.
 pub fn lease_users(c: &Connection, volume: &str) -> Result<Vec<String>> {
-    let mut stmt = c.prepare(
+    let mut stmt = c.prepare_cached(
         "SELECT DISTINCT u.ref FROM lease_resources v JOIN lease_resources u ON u.lease = v.lease
          WHERE v.kind = 'volume' AND v.ref = ?1 AND u.kind = 'container' ORDER BY u.ref",
     )?;
@@ -199,7 +200,7 @@ pub fn lease_users(c: &Connection, volume: &str) -> Result<Vec<String>> {
 
 /// Ids of the leases that list `volume` (kind `volume`).
 pub fn leases_of(c: &Connection, volume: &str) -> Result<Vec<String>> {
-    let mut stmt = c.prepare(
+    let mut stmt = c.prepare_cached(
         "SELECT DISTINCT lease FROM lease_resources WHERE kind = 'volume' AND ref = ?1 ORDER BY lease",
     )?;
     let rows = stmt.query_map([volume], |r| r.get::<_, String>(0))?;
@@ -208,7 +209,7 @@ pub fn leases_of(c: &Connection, volume: &str) -> Result<Vec<String>> {
 
 /// Number of volumes.
 pub fn count(c: &Connection) -> Result<u64> {
-    Ok(c.query_row("SELECT COUNT(*) FROM volumes", [], |r| r.get::<_, i64>(0))? as u64)
+    Ok(c.query_row_cached("SELECT COUNT(*) FROM volumes", [], |r| r.get::<_, i64>(0))? as u64)
 }
 
 #[cfg(test)]
