@@ -4,9 +4,10 @@
 //! loading images that share layers extract each once, and never deadlock: chain ids fix the
 //! order), check-and-protect the ones that exist in single transactions, prepare leased
 //! snapshots for the others, extract them — side by side when the driver keeps layers apart
-//! (overlay), one after the other otherwise — verifying each diff id while the layer as shipped
-//! is stored in the content store in the same pass, flush the filesystem once, and commit the
-//! layers bottom first under their chain ids.
+//! (overlay), one after the other otherwise — verifying each diff id while the layer is kept in
+//! the same pass (a compressed layer as shipped, in the content store; a plain tar as the
+//! tar-split that rebuilds it from the extracted directory), flush the filesystem once, and
+//! commit the layers bottom first under their chain ids.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -63,7 +64,8 @@ pub struct LayerJob<'a> {
     pub source: LayerSource<'a>,
     /// Its size as shipped, when known (for progress and to check the stored copy).
     pub size: Option<u64>,
-    /// Keep the layer as shipped in the content store (verified against `expected`).
+    /// Keep the layer as shipped (verified against `expected`): a compressed one as a blob in
+    /// the content store, a plain tar as its tar-split.
     pub store_as: Option<(String, Option<Expected>)>,
 }
 

@@ -3,7 +3,8 @@
 //! The archive holds the OCI image layout (`oci-layout`, `index.json`, `blobs/sha256/…`) and
 //! Docker's `manifest.json` (plus the legacy `repositories`), like the archives Docker ≥ 25
 //! writes. Layers are written uncompressed, so a layer's blob digest is its diff id; each is
-//! re-hashed while written and checked against the diff id.
+//! re-hashed while written and checked against the diff id. A layer loaded as a plain tar is
+//! reassembled from its extracted directory and its tar-split (the same bytes as loaded).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
