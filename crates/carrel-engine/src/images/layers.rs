@@ -466,16 +466,8 @@ impl Engine {
     /// Whether a layer's bytes as shipped are a plain tar (not compressed).
     fn is_plain_tar(&self, job: &LayerJob<'_>) -> Result<bool> {
         let mut head = [0u8; 8];
-        let mut source = (job.source)()?;
-        let mut got = 0;
-        while got < head.len() {
-            match source.read(&mut head[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(EngineError::io("reading layer", "source", e)),
-            }
-        }
+        let got = super::load::read_full(&mut (job.source)()?, &mut head)
+            .map_err(|e| EngineError::io("reading layer", "source", e))?;
         // Formats that are refused (xz, bzip2) take the ordinary path, which reports them.
         Ok(matches!(
             carrel_archive::detect(&head[..got]),
