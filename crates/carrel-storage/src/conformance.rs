@@ -570,8 +570,16 @@ pub fn metadata_and_errors(env: &Env) {
         assert!(paths.work.is_dir() && paths.merged.is_dir());
     }
     sn.prepare("d", Some("layer"), Labels::new()).unwrap();
+    // A layer measured by its caller records that usage.
     sn.prepare("base2", None, Labels::new()).unwrap();
-    sn.commit("base2", "base2", Labels::new()).unwrap();
+    let dir = sn.apply_target("base2").unwrap().dir;
+    std::fs::write(dir.join("twenty-k"), vec![2u8; 20 * 1024]).unwrap();
+    let measured = sn.usage("base2").unwrap();
+    assert!(measured.size >= 20 * 1024, "{measured:?}");
+    sn.commit_measured("base2", "base2", Labels::new(), measured)
+        .unwrap();
+    assert_eq!(sn.usage("base2").unwrap(), measured);
+    assert_eq!(sn.stat("base2").unwrap().size, Some(measured.size));
     let new_labels = Labels::from([("x".to_string(), "y".to_string())]);
     assert_eq!(
         sn.update_labels("c", new_labels.clone()).unwrap().labels,

@@ -154,6 +154,10 @@ impl Snapshotter for CopySnapshotter {
         })
     }
 
+    fn commit_measured(&self, name: &str, key: &str, labels: Labels, usage: Usage) -> Result<()> {
+        self.store.commit(name, key, labels, None, |_| Ok(usage))
+    }
+
     fn remove(&self, key: &str) -> Result<()> {
         let row = self.store.remove_row(key)?;
         let dir = self.store.dir(&row.id);

@@ -253,6 +253,11 @@ impl Snapshotter for OverlaySnapshotter {
             })
     }
 
+    fn commit_measured(&self, name: &str, key: &str, labels: Labels, usage: Usage) -> Result<()> {
+        self.store
+            .commit(name, key, labels, Some(MAX_DEPTH), |_| Ok(usage))
+    }
+
     fn remove(&self, key: &str) -> Result<()> {
         let row = self.store.remove_row(key)?;
         if let Some(short) = self.read_link(&row) {

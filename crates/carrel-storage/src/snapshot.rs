@@ -113,6 +113,11 @@ pub trait Snapshotter: Send + Sync {
     /// its size and replacing its labels.
     fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()>;
 
+    /// [`Snapshotter::commit`], recording `usage` instead of measuring: the caller measured
+    /// `key` with [`Snapshotter::usage`] after its last change, so that it can measure several
+    /// layers while it waits for something else (their flush to disk).
+    fn commit_measured(&self, name: &str, key: &str, labels: Labels, usage: Usage) -> Result<()>;
+
     /// Remove a snapshot that has no children: its row first, then its directory.
     fn remove(&self, key: &str) -> Result<()>;
 

@@ -6,8 +6,9 @@
 //! snapshots for the others, extract them — side by side when the driver keeps layers apart
 //! (overlay), one after the other otherwise — verifying each diff id while the layer is kept in
 //! the same pass (a compressed layer as shipped, in the content store; a plain tar as the
-//! tar-split that rebuilds it from the extracted directory), flush the filesystem once, and
-//! commit the layers bottom first under their chain ids.
+//! tar-split that rebuilds it from the extracted directory), flush the filesystem (started in the
+//! background during the extraction, see [`super::flush`]), and commit the layers bottom first
+//! under their chain ids.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -19,8 +20,9 @@ use carrel_core::fs::FileLock;
 use carrel_meta::snapshots::{self, Kind};
 use carrel_meta::{Lease, leases};
 use carrel_storage::content::{BlobWriter, Expected};
-use carrel_storage::snapshot::Labels;
+use carrel_storage::snapshot::{Labels, Usage};
 
+use super::flush::{LayerFilesystems, with_early_flush};
 use crate::{Engine, EngineError, Progress, Result};
 
 /// Label: the layer's diff id (digest of its uncompressed tar).
@@ -314,32 +316,35 @@ impl Engine {
         let next = Mutex::new(0usize);
         let results: Mutex<Vec<(usize, Result<Extracted>)>> = Mutex::new(Vec::new());
         let read = Arc::new(AtomicU64::new(0));
+        let filesystems = LayerFilesystems::open(self)?;
         with_ticker(progress, &read, || {
-            std::thread::scope(|scope| {
-                for _ in 0..workers {
-                    scope.spawn(|| {
-                        loop {
-                            let k = {
-                                let mut n = next.lock().unwrap_or_else(|p| p.into_inner());
-                                let k = *n;
-                                *n += 1;
-                                k
-                            };
-                            let Some(&i) = missing.get(k) else { return };
-                            let r = self.extract_layer(lease, &jobs[i], &read);
-                            let failed = r.is_err();
-                            results
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push((i, r));
-                            if failed {
-                                // Stop handing out work; running extractions finish.
-                                *next.lock().unwrap_or_else(|p| p.into_inner()) = missing.len();
-                                return;
+            with_early_flush(self, &read, || {
+                std::thread::scope(|scope| {
+                    for _ in 0..workers {
+                        scope.spawn(|| {
+                            loop {
+                                let k = {
+                                    let mut n = next.lock().unwrap_or_else(|p| p.into_inner());
+                                    let k = *n;
+                                    *n += 1;
+                                    k
+                                };
+                                let Some(&i) = missing.get(k) else { return };
+                                let r = self.extract_layer(lease, &jobs[i], &read);
+                                let failed = r.is_err();
+                                results
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .push((i, r));
+                                if failed {
+                                    // Stop handing out work; running extractions finish.
+                                    *next.lock().unwrap_or_else(|p| p.into_inner()) = missing.len();
+                                    return;
+                                }
                             }
-                        }
-                    });
-                }
+                        });
+                    }
+                })
             })
         });
         let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -353,10 +358,10 @@ impl Engine {
                 "layer extraction stopped early".into(),
             ));
         }
-        self.sync_layers()?;
+        let usages = self.sync_and_measure(&filesystems, jobs, &extracted)?;
         let mut done = Vec::new();
-        for (i, e) in extracted {
-            self.commit_layer(lease, &jobs[i].spec, &e)?;
+        for ((i, e), usage) in extracted.into_iter().zip(usages) {
+            self.commit_layer(lease, &jobs[i].spec, &e, usage)?;
             done.push((i, e.size));
         }
         Ok(done)
@@ -378,11 +383,14 @@ impl Engine {
             self.check_parent(jobs, i, missing)?;
             self.prepare_layer(lease, &jobs[i].spec)?;
             prepared.push(i);
+            let filesystems = LayerFilesystems::open(self)?;
             let e = with_ticker(progress, &read, || {
-                self.extract_layer(lease, &jobs[i], &read)
+                with_early_flush(self, &read, || self.extract_layer(lease, &jobs[i], &read))
             })?;
-            self.sync_layers()?;
-            self.commit_layer(lease, &jobs[i].spec, &e)?;
+            let extracted = [(i, e)];
+            let usages = self.sync_and_measure(&filesystems, jobs, &extracted)?;
+            let [(i, e)] = extracted;
+            self.commit_layer(lease, &jobs[i].spec, &e, usages[0])?;
             done.push((i, e.size));
         }
         Ok(done)
@@ -556,32 +564,36 @@ impl Engine {
         Ok(w.commit_unsynced(media_type, expected)?)
     }
 
-    /// Make what was extracted, and the layers' blobs stored on the way, durable before the
-    /// layers are committed: one flush of the layers' filesystem, and one of the content
-    /// store's when it is another.
-    fn sync_layers(&self) -> Result<()> {
-        use std::os::unix::fs::MetadataExt;
-        let home = self.snapshotter().home();
-        let content = self.layout().content();
-        let mut synced = None;
-        for path in [home, content] {
-            let dir =
-                std::fs::File::open(&path).map_err(|e| EngineError::io("opening", &path, e))?;
-            let dev = dir
-                .metadata()
-                .map_err(|e| EngineError::io("examining", &path, e))?
-                .dev();
-            if synced == Some(dev) {
-                continue;
-            }
-            rustix::fs::syncfs(&dir).map_err(|e| EngineError::io("syncing", &path, e.into()))?;
-            synced = Some(dev);
-        }
-        Ok(())
+    /// Flush the layer filesystems and, meanwhile, measure the disk usage of each extracted
+    /// layer (metadata reads from the cache while the flush waits for the disk).
+    fn sync_and_measure(
+        &self,
+        filesystems: &LayerFilesystems,
+        jobs: &[LayerJob<'_>],
+        extracted: &[(usize, Extracted)],
+    ) -> Result<Vec<Usage>> {
+        std::thread::scope(|scope| {
+            let flush = scope.spawn(|| filesystems.sync());
+            let usages: Result<Vec<Usage>> = extracted
+                .iter()
+                .map(|(i, _)| Ok(self.snapshotter().usage(&layer_key(&jobs[*i].spec.chain))?))
+                .collect();
+            let flushed = flush
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            flushed?;
+            usages
+        })
     }
 
-    /// Commit an extracted layer under its chain id with its labels.
-    fn commit_layer(&self, lease: &Lease, spec: &LayerSpec, e: &Extracted) -> Result<()> {
+    /// Commit an extracted layer under its chain id with its labels and measured usage.
+    fn commit_layer(
+        &self,
+        lease: &Lease,
+        spec: &LayerSpec,
+        e: &Extracted,
+        usage: Usage,
+    ) -> Result<()> {
         let key = layer_key(&spec.chain);
         let mut labels = Labels::new();
         labels.insert(LABEL_DIFF_ID.into(), spec.diff_id.to_string());
@@ -596,7 +608,8 @@ impl Engine {
         }
         self.meta()
             .write(|tx| leases::add_resource(tx, lease.id(), "snapshot", &key))?;
-        self.snapshotter().commit(&key, &key, labels)?;
+        self.snapshotter()
+            .commit_measured(&key, &key, labels, usage)?;
         Ok(())
     }
 

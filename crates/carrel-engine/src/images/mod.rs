@@ -8,6 +8,7 @@
 pub mod busybox;
 pub mod changes;
 pub mod config;
+mod flush;
 pub mod import;
 pub mod layers;
 pub mod load;
