@@ -239,6 +239,8 @@ pub(crate) fn apply_stream(
         dir_index: HashMap::new(),
         entries: 0,
         bytes_written: 0,
+        parent: None,
+        removals: std::cell::Cell::new(0),
     };
     while let Some(entry) = reader.next()? {
         ex.entries += 1;
@@ -306,6 +308,21 @@ struct Extractor<'a> {
     dir_index: HashMap<PathBuf, usize>,
     entries: u64,
     bytes_written: u64,
+    /// The parent directory of the last entry of a layer, kept for the next entry in the same
+    /// directory (most entries of a tar follow their siblings), which then needs no path walk.
+    parent: Option<CachedParent>,
+    /// How many times something was removed from the tree (see [`Extractor::clear`]).
+    removals: std::cell::Cell<u64>,
+}
+
+/// A resolved parent directory. Once a path has resolved to a directory, only a removal (of a
+/// component, or of a symlink on its way) can make it resolve elsewhere: entries only add
+/// names, and replace or whiteout a name by removing it first. So the handle stands for the
+/// path as long as nothing was removed since it was resolved.
+struct CachedParent {
+    path: PathBuf,
+    fd: OwnedFd,
+    removals: u64,
 }
 
 fn errno(e: rustix::io::Errno) -> io::Error {
@@ -437,8 +454,8 @@ impl Extractor<'_> {
             return self.whiteout(raw, parent_rel, target, &e);
         }
 
-        let parent = self.ensure_parent(raw, parent_rel)?;
-        let parent = parent.as_fd();
+        let (parent_fd, resolved_at) = self.take_parent(raw, parent_rel)?;
+        let parent = parent_fd.as_fd();
         match e.kind {
             Kind::Dir => self.make_dir(raw, &clean, parent, name, &e)?,
             Kind::File => {
@@ -463,7 +480,28 @@ impl Extractor<'_> {
             Kind::Global => {}
         }
         self.record(&clean);
+        if self.copy.is_none() {
+            self.parent = Some(CachedParent {
+                path: parent_rel.to_path_buf(),
+                fd: parent_fd,
+                removals: resolved_at,
+            });
+        }
         Ok(())
+    }
+
+    /// The parent directory of an entry: the one kept from the previous entry when it is the
+    /// same path and nothing was removed since it was resolved, else resolved (and created)
+    /// now. Returns the removal count at which it was resolved.
+    fn take_parent(&mut self, raw: &[u8], rel: &Path) -> Result<(OwnedFd, u64), ArchiveError> {
+        let removals = self.removals.get();
+        if let Some(cached) = self.parent.take()
+            && cached.removals == removals
+            && cached.path == rel
+        {
+            return Ok((cached.fd, removals));
+        }
+        Ok((self.ensure_parent(raw, rel)?, removals))
     }
 
     /// Length limits and degenerate whiteout components anywhere in the path.
@@ -621,6 +659,7 @@ impl Extractor<'_> {
 
     /// Remove whatever is at `name` (a directory recursively), never following it.
     fn clear(&self, raw: &[u8], parent: BorrowedFd<'_>, name: &OsStr) -> Result<(), ArchiveError> {
+        self.removals.set(self.removals.get() + 1);
         sys::remove_tree_at(parent, name).map_err(fs_err(raw, "remove existing entry"))
     }
 

@@ -7,7 +7,8 @@
 //! - ST-02 absolute names land under the root                     → `st02_*`
 //! - ST-03 writing through symlinks stays inside (4 tars)         → `st03_*`
 //! - A-04  two-hop `inner/go_up` symlink chain                    → `a04_*`
-//! - A-05  directory replaced by a symlink mid-archive (CVE-2025-47290) → `a05_*`
+//! - A-05  directory replaced by a symlink mid-archive (CVE-2025-47290), also between
+//!   siblings that share their parent's handle         → `a05_*`
 //! - A-06  absolute symlinks from a lower layer resolve inside     → `a06_*`
 //! - ST-07 relative escape then absolute symlink (re-rooted)      → `st07_*`
 //! - ST-08 prefix-sharing sibling `dest` / `dest-evil`            → `st08_*`
@@ -243,6 +244,32 @@ fn a05_directory_replaced_by_symlink_mid_archive() {
     // B went to the root's own /tmp/file (foo -> / is the layer root).
     assert_eq!(read(fx.root.join("tmp/file")), b"B");
     assert_eq!(read(canary.join("file")), b"canary");
+    fx.assert_unchanged();
+}
+
+/// Siblings share their parent's handle, but a removal in between (here a whiteout of the
+/// lower directory that the siblings' path went through, `x`, which is not in their path as
+/// written) makes the next sibling resolve its path again, as the kernel sees it then.
+#[test]
+fn a05_a_removal_between_siblings_resolves_their_directory_again() {
+    let fx = Fixture::new();
+    let lower = Tar::new()
+        .dir("x/", 0o755)
+        .dir("x/d/", 0o755)
+        .file("x/d/old", "lower")
+        .symlink("a", "x")
+        .finish();
+    fx.apply_naive(&lower).unwrap();
+    let upper = Tar::new()
+        .file("a/d/one", "1")
+        .file(".wh.x", "")
+        .file("a/d/two", "2")
+        .finish();
+    fx.apply_naive(&upper).unwrap();
+    // `x` went with its content; `a/d/two` then made `x/d` again through the dangling `a`.
+    assert!(!fx.root.join("x/d/one").exists() && !fx.root.join("x/d/old").exists());
+    assert_eq!(read(fx.root.join("x/d/two")), b"2");
+    assert_eq!(read(fx.root.join("a/d/two")), b"2");
     fx.assert_unchanged();
 }
 
