@@ -17,9 +17,9 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
+use super::signal::StopSignal;
 use crate::{Engine, EngineError, Result};
 
 /// How much more layer data must have been read before the flusher flushes again.
@@ -69,7 +69,7 @@ pub(super) fn with_early_flush<T: Send>(
     read: &AtomicU64,
     f: impl FnOnce() -> T + Send,
 ) -> T {
-    let finished = (Mutex::new(false), Condvar::new());
+    let finished = StopSignal::default();
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let filesystems = match LayerFilesystems::open(engine) {
@@ -79,18 +79,8 @@ pub(super) fn with_early_flush<T: Send>(
                     return;
                 }
             };
-            let (lock, wake) = &finished;
             let mut flushed_at = read.load(Ordering::Relaxed);
-            loop {
-                {
-                    let done = lock.lock().unwrap_or_else(|p| p.into_inner());
-                    let (done, _) = wake
-                        .wait_timeout_while(done, FLUSH_POLL, |done| !*done)
-                        .unwrap_or_else(|p| p.into_inner());
-                    if *done {
-                        return;
-                    }
-                }
+            while !finished.wait(FLUSH_POLL) {
                 let now = read.load(Ordering::Relaxed);
                 if now.saturating_sub(flushed_at) >= FLUSH_STEP {
                     flushed_at = now;
@@ -101,9 +91,7 @@ pub(super) fn with_early_flush<T: Send>(
             }
         });
         let out = f();
-        let (lock, wake) = &finished;
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        wake.notify_all();
+        finished.stop();
         out
     })
 }

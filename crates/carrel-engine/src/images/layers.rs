@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use carrel_core::Digest;
@@ -23,6 +23,7 @@ use carrel_storage::content::{BlobWriter, Expected};
 use carrel_storage::snapshot::{Labels, Usage};
 
 use super::flush::{LayerFilesystems, with_early_flush};
+use super::signal::StopSignal;
 use crate::{Engine, EngineError, Progress, Result};
 
 /// Label: the layer's diff id (digest of its uncompressed tar).
@@ -167,12 +168,12 @@ fn with_ticker<T: Send>(
     read: &AtomicU64,
     f: impl FnOnce() -> T + Send,
 ) -> T {
-    let done = AtomicBool::new(false);
+    let done = StopSignal::default();
     std::thread::scope(|scope| {
         scope.spawn(|| {
             let mut reported = 0u64;
             loop {
-                let finished = done.load(Ordering::Acquire);
+                let finished = done.wait(std::time::Duration::from_millis(50));
                 let now = read.load(Ordering::Relaxed);
                 if now > reported {
                     progress.advance(now - reported);
@@ -181,11 +182,10 @@ fn with_ticker<T: Send>(
                 if finished {
                     return;
                 }
-                std::thread::sleep(std::time::Duration::from_millis(50));
             }
         });
         let out = f();
-        done.store(true, Ordering::Release);
+        done.stop();
         out
     })
 }

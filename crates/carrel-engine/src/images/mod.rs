@@ -13,6 +13,7 @@ pub mod import;
 pub mod layers;
 pub mod load;
 pub mod save;
+mod signal;
 
 use std::collections::{BTreeMap, HashSet};
 
