@@ -19,6 +19,7 @@
 pub mod client;
 pub mod logs;
 pub mod proto;
+pub mod spawn;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};

@@ -3,9 +3,8 @@
 //! extra processes in the container (`exec`).
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +14,7 @@ use carrel_mount::{KernelMounter, Mounter};
 use rustix::event::{PollFd, PollFlags, poll};
 
 use super::proto::{self, StartError, Started};
+use super::spawn;
 use super::{ENV_ATTACH, ENV_SYNC_FD, EXIT_FILE, ExitInfo, LOCK_FILE, now_nanos, read_exit};
 use crate::containers::runtime::{ExecOptions, RunError, Runtime, exit_code_of};
 use crate::containers::spec::RunPlan;
@@ -199,32 +199,13 @@ impl MonitorHandle {
 /// stdio go to `/dev/null`, and killing the caller does not affect it.
 pub fn spawn_monitor(mut cmd: Command, attach: bool) -> Result<MonitorHandle, RunError> {
     let (ours, theirs) = UnixStream::pair().map_err(|e| RunError::io("socketpair", "", e))?;
-    let their_fd = theirs.as_raw_fd();
-    const CHILD_FD: i32 = 3;
-    cmd.env(ENV_SYNC_FD, CHILD_FD.to_string())
-        .env(ENV_ATTACH, if attach { "1" } else { "0" })
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: only async-signal-safe calls (dup2, fcntl, setsid) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if their_fd == CHILD_FD {
-                let flags = libc::fcntl(CHILD_FD, libc::F_GETFD);
-                libc::fcntl(CHILD_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-            } else if libc::dup2(their_fd, CHILD_FD) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
+    cmd.env(ENV_SYNC_FD, spawn::SYNC_FD.to_string())
+        .env(ENV_ATTACH, if attach { "1" } else { "0" });
+    let pid = spawn::spawn_detached(&cmd, theirs.as_fd())
         .map_err(|e| RunError::io("spawning the container monitor", cmd.get_program(), e))?;
     drop(theirs);
     // The monitor forks into the background at once; reap the parent half.
-    let _ = child.wait();
+    reap(pid);
     let mut stream = AttachStream::new(ours);
     loop {
         match stream.next_event() {
@@ -260,6 +241,15 @@ pub fn spawn_monitor(mut cmd: Command, attach: bool) -> Result<MonitorHandle, Ru
             }
         }
     }
+}
+
+/// Wait for the child `pid` to end (retrying interrupted waits).
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waiting for our own child, with a valid status pointer.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } == -1
+        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+    {}
 }
 
 /// Whether the monitor of the container directory `dir` is alive (holds its lock).
