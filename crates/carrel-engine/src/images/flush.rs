@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::signal::StopSignal;
+use super::signal::with_helper;
 use crate::{Engine, EngineError, Result};
 
 /// How much more layer data must have been read before the flusher flushes again.
@@ -69,31 +69,24 @@ pub(super) fn with_early_flush<T: Send>(
     read: &AtomicU64,
     f: impl FnOnce() -> T + Send,
 ) -> T {
-    let finished = StopSignal::default();
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let filesystems = match LayerFilesystems::open(engine) {
-                Ok(fs) => fs,
-                Err(e) => {
-                    tracing::debug!(%e, "no early flush of the layers");
-                    return;
-                }
-            };
-            let mut flushed_at = read.load(Ordering::Relaxed);
-            while !finished.wait(FLUSH_POLL) {
-                let now = read.load(Ordering::Relaxed);
-                if now.saturating_sub(flushed_at) >= FLUSH_STEP {
-                    flushed_at = now;
-                    if let Err(e) = filesystems.sync() {
-                        tracing::debug!(%e, "early flush of the layers failed");
-                    }
-                }
+    let filesystems = match LayerFilesystems::open(engine) {
+        Ok(fs) => fs,
+        Err(e) => {
+            tracing::debug!(%e, "no early flush of the layers");
+            return f();
+        }
+    };
+    let mut flushed_at = read.load(Ordering::Relaxed);
+    let flush = |finished: bool| {
+        let now = read.load(Ordering::Relaxed);
+        if !finished && now.saturating_sub(flushed_at) >= FLUSH_STEP {
+            flushed_at = now;
+            if let Err(e) = filesystems.sync() {
+                tracing::debug!(%e, "early flush of the layers failed");
             }
-        });
-        let out = f();
-        finished.stop();
-        out
-    })
+        }
+    };
+    with_helper(FLUSH_POLL, flush, f)
 }
 
 #[cfg(test)]

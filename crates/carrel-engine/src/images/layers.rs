@@ -23,7 +23,7 @@ use carrel_storage::content::{BlobWriter, Expected};
 use carrel_storage::snapshot::{Labels, Usage};
 
 use super::flush::{LayerFilesystems, with_early_flush};
-use super::signal::StopSignal;
+use super::signal::with_helper;
 use crate::{Engine, EngineError, Progress, Result};
 
 /// Label: the layer's diff id (digest of its uncompressed tar).
@@ -168,26 +168,15 @@ fn with_ticker<T: Send>(
     read: &AtomicU64,
     f: impl FnOnce() -> T + Send,
 ) -> T {
-    let done = StopSignal::default();
-    std::thread::scope(|scope| {
-        scope.spawn(|| {
-            let mut reported = 0u64;
-            loop {
-                let finished = done.wait(std::time::Duration::from_millis(50));
-                let now = read.load(Ordering::Relaxed);
-                if now > reported {
-                    progress.advance(now - reported);
-                    reported = now;
-                }
-                if finished {
-                    return;
-                }
-            }
-        });
-        let out = f();
-        done.stop();
-        out
-    })
+    let mut reported = 0u64;
+    let report = |_finished: bool| {
+        let now = read.load(Ordering::Relaxed);
+        if now > reported {
+            progress.advance(now - reported);
+            reported = now;
+        }
+    };
+    with_helper(std::time::Duration::from_millis(50), report, f)
 }
 
 impl Engine {
@@ -379,11 +368,11 @@ impl Engine {
     ) -> Result<Vec<(usize, u64)>> {
         let mut done = Vec::new();
         let read = Arc::new(AtomicU64::new(0));
+        let filesystems = LayerFilesystems::open(self)?;
         for &i in missing {
             self.check_parent(jobs, i, missing)?;
             self.prepare_layer(lease, &jobs[i].spec)?;
             prepared.push(i);
-            let filesystems = LayerFilesystems::open(self)?;
             let e = with_ticker(progress, &read, || {
                 with_early_flush(self, &read, || self.extract_layer(lease, &jobs[i], &read))
             })?;

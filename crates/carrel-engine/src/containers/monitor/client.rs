@@ -244,11 +244,9 @@ pub fn spawn_monitor(mut cmd: Command, attach: bool) -> Result<MonitorHandle, Ru
 }
 
 /// Wait for the child `pid` to end (retrying interrupted waits).
-fn reap(pid: libc::pid_t) {
-    let mut status = 0;
-    // SAFETY: waiting for our own child, with a valid status pointer.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } == -1
-        && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
+fn reap(pid: rustix::process::Pid) {
+    while let Err(rustix::io::Errno::INTR) =
+        rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty())
     {}
 }
 

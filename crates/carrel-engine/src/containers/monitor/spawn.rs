@@ -13,12 +13,14 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::process::Command;
 
+use rustix::process::Pid;
+
 /// The descriptor the monitor finds its sync socket on.
 pub const SYNC_FD: i32 = 3;
 
 /// Spawn `cmd` detached (new session) with `sync` as its descriptor [`SYNC_FD`] and stdio on
 /// `/dev/null`; returns the child's pid (the caller reaps it).
-pub fn spawn_detached(cmd: &Command, sync: BorrowedFd<'_>) -> io::Result<libc::pid_t> {
+pub fn spawn_detached(cmd: &Command, sync: BorrowedFd<'_>) -> io::Result<Pid> {
     if cmd.get_current_dir().is_some() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -99,7 +101,7 @@ pub fn spawn_detached(cmd: &Command, sync: BorrowedFd<'_>) -> io::Result<libc::p
                 argv_ptrs.as_ptr(),
                 envp_ptrs.as_ptr(),
             ))?;
-            Ok(pid)
+            Pid::from_raw(pid).ok_or_else(|| io::Error::other("posix_spawn returned no pid"))
         })();
         libc::posix_spawnattr_destroy(&mut attr);
         libc::posix_spawn_file_actions_destroy(&mut actions);
@@ -148,6 +150,7 @@ fn check(rc: libc::c_int) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::process::WaitOptions;
     use std::io::Read;
     use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
@@ -170,14 +173,34 @@ mod tests {
         drop(theirs);
         let mut out = String::new();
         ours.read_to_string(&mut out).unwrap();
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        let (reaped, _) = rustix::process::waitpid(Some(pid), WaitOptions::empty())
+            .unwrap()
+            .unwrap();
+        assert_eq!(reaped, pid);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 5, "{out}");
         assert_eq!(lines[0], lines[1], "session leader: {out}");
         assert_eq!(lines[2], "passed");
         assert_eq!(lines[3], "socket:", "descriptor 3: {out}");
         assert_eq!(lines[4], "/dev/null");
+    }
+
+    /// An environment that cannot be passed to the kernel, or a working directory, is refused
+    /// before anything is spawned. (A NUL in an argument never gets here: `Command` replaces
+    /// such an argument when it is added, and the monitor's arguments come from the command
+    /// line and the environment, which cannot hold one.)
+    #[test]
+    fn bad_commands_are_refused_before_spawning() {
+        let (_ours, theirs) = UnixStream::pair().unwrap();
+        let mut nul = Command::new("/bin/true");
+        nul.env("CARREL_SPAWN_TEST", "a\0b");
+        let e = spawn_detached(&nul, theirs.as_fd()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("NUL"), "{e}");
+        let mut cwd = Command::new("/bin/true");
+        cwd.current_dir("/");
+        let e = spawn_detached(&cwd, theirs.as_fd()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("directory"), "{e}");
     }
 }
