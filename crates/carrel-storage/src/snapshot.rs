@@ -565,7 +565,39 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     }
     let fd = open_dir_nofollow(rustix::fs::CWD, path)?;
     let mnt = mount_id(&fd, Path::new(""))?;
-    remove_contents(&fd, mnt, path)?;
+    // The subdirectories (a layer's `diff`, `work`, `merged`) go at the same time, each on a
+    // thread of its own: removing a directory waits on the filesystem (freeing its block, a
+    // discard on some disks) much more than it computes, and `run --rm` waits for all of it.
+    let entries = list_entries(&fd)?;
+    let (dirs, files): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(_, is_dir)| *is_dir);
+    std::thread::scope(|s| {
+        let mut rest = dirs.iter();
+        let first = rest.next();
+        let helpers: Vec<_> = rest
+            .map(|(name, _)| {
+                let (fd, name) = (&fd, name.as_path());
+                std::thread::Builder::new()
+                    .name("remove-tree".into())
+                    .spawn_scoped(s, move || remove_entry(fd, name, true, mnt, path))
+                    .map_err(|_| name)
+            })
+            .collect();
+        let mut result = Ok(());
+        for (name, is_dir) in first.into_iter().chain(files.iter()) {
+            result = result.and(remove_entry(&fd, name, *is_dir, mnt, path));
+        }
+        for helper in helpers {
+            let r = match helper {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|_| Err(io::Error::other("a removal thread panicked"))),
+                // No thread to be had: this one does it.
+                Err(name) => remove_entry(&fd, name, true, mnt, path),
+            };
+            result = result.and(r);
+        }
+        result
+    })?;
     match std::fs::remove_dir(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
@@ -593,18 +625,17 @@ fn mount_id<Fd: std::os::fd::AsFd>(dir: Fd, name: &Path) -> io::Result<u64> {
     Ok(rustix::fs::statx(dir, name, flags, StatxFlags::MNT_ID | StatxFlags::TYPE)?.stx_mnt_id)
 }
 
-fn remove_contents(dir: &OwnedFd, mnt: u64, shown: &Path) -> io::Result<()> {
-    let mut names = Vec::new();
+/// The entries of `dir` (without `.` and `..`), each with whether it is a directory.
+fn list_entries(dir: &OwnedFd) -> io::Result<Vec<(PathBuf, bool)>> {
+    let mut entries = Vec::new();
     for entry in rustix::fs::Dir::read_from(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_bytes();
         if name == b"." || name == b".." {
             continue;
         }
-        names.push((PathBuf::from(OsStr::from_bytes(name)), entry.file_type()));
-    }
-    for (name, ft) in names {
-        let is_dir = match ft {
+        let name = PathBuf::from(OsStr::from_bytes(name));
+        let is_dir = match entry.file_type() {
             FileType::Directory => true,
             FileType::Unknown => {
                 let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
@@ -612,32 +643,47 @@ fn remove_contents(dir: &OwnedFd, mnt: u64, shown: &Path) -> io::Result<()> {
             }
             _ => false,
         };
-        if is_dir {
-            if mount_id(dir, &name)? != mnt {
-                return Err(io::Error::new(
-                    io::ErrorKind::ResourceBusy,
-                    format!(
-                        "{} is a mount point (still mounted?)",
-                        shown.join(&name).display()
-                    ),
-                ));
-            }
-            let child = open_dir_nofollow(dir, &name)?;
-            remove_contents(&child, mnt, &shown.join(&name))?;
-            rustix::fs::unlinkat(dir, &name, AtFlags::REMOVEDIR)?;
-        } else {
-            match rustix::fs::unlinkat(dir, &name, AtFlags::empty()) {
-                Err(rustix::io::Errno::BUSY) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::ResourceBusy,
-                        format!(
-                            "{} is a mount point (still mounted?)",
-                            shown.join(&name).display()
-                        ),
-                    ));
-                }
-                other => other?,
-            }
+        entries.push((name, is_dir));
+    }
+    Ok(entries)
+}
+
+fn remove_contents(dir: &OwnedFd, mnt: u64, shown: &Path) -> io::Result<()> {
+    for (name, is_dir) in list_entries(dir)? {
+        remove_entry(dir, &name, is_dir, mnt, shown)?;
+    }
+    Ok(())
+}
+
+/// Remove the entry `name` of `dir` (shown as `shown/name`), a directory with all it holds;
+/// never crossing into another mount (`mnt` is the tree's own).
+fn remove_entry(
+    dir: &OwnedFd,
+    name: &Path,
+    is_dir: bool,
+    mnt: u64,
+    shown: &Path,
+) -> io::Result<()> {
+    let busy = || {
+        io::Error::new(
+            io::ErrorKind::ResourceBusy,
+            format!(
+                "{} is a mount point (still mounted?)",
+                shown.join(name).display()
+            ),
+        )
+    };
+    if is_dir {
+        if mount_id(dir, name)? != mnt {
+            return Err(busy());
+        }
+        let child = open_dir_nofollow(dir, name)?;
+        remove_contents(&child, mnt, &shown.join(name))?;
+        rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+    } else {
+        match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+            Err(rustix::io::Errno::BUSY) => return Err(busy()),
+            other => other?,
         }
     }
     Ok(())

@@ -543,20 +543,45 @@ impl Engine {
         Ok(())
     }
 
-    /// Remove every trace of a container: record first, then writable layer, then directory.
-    /// Missing pieces are fine (used to roll back a failed create and to finish a removal).
+    /// Remove every trace of a container: record first, then its writable layer and its
+    /// directory (at the same time, on two threads: neither depends on the other, and `run --rm`
+    /// waits for both). Missing pieces are fine (used to roll back a failed create and to finish
+    /// a removal).
     pub(crate) fn discard_container(&self, id: &str) -> Result<()> {
+        self.discard_container_under(id, None)
+    }
+
+    /// [`Engine::discard_container`], listing the container under `lease` in the transaction
+    /// that deletes its record, so that a crash before the rest is gone leaves it to the
+    /// lease's recovery.
+    fn discard_container_under(&self, id: &str, lease: Option<&carrel_meta::Lease>) -> Result<()> {
         self.meta().write(|tx| {
+            if let Some(lease) = lease {
+                lease.add(tx, "container", id)?;
+            }
             rows::delete(tx, id)?;
             Ok(())
         })?;
-        match self.snapshotter().remove(id) {
+        let dir = self.container_dir(id);
+        let (layer, directory) = std::thread::scope(|s| {
+            let directory = std::thread::Builder::new()
+                .name("remove-dir".into())
+                .spawn_scoped(s, || carrel_core::fs::remove_all(&dir));
+            let layer = self.snapshotter().remove(id);
+            let directory = match directory {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the removal thread panicked"))),
+                // No thread to be had: this one does it.
+                Err(_) => carrel_core::fs::remove_all(&dir),
+            };
+            (layer, directory)
+        });
+        match layer {
             Ok(()) | Err(carrel_storage::StorageError::SnapshotNotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
-        let dir = self.container_dir(id);
-        carrel_core::fs::remove_all(&dir)
-            .map_err(|e| EngineError::io("removing container directory", &dir, e))?;
+        directory.map_err(|e| EngineError::io("removing container directory", &dir, e))?;
         Ok(())
     }
 
@@ -574,12 +599,10 @@ impl Engine {
             self.kill_for_removal(&c)?;
         }
         let lease = self.lease("container remove")?;
-        self.meta()
-            .write(|tx| leases::add_resource(tx, lease.id(), "container", &c.id))?;
         // Whatever this container still holds of its volumes (a driver-backed volume stays
         // mounted for a user until released).
         self.release_container_volumes(&c.id, c.spec.mounts.as_ref(), false);
-        let result = self.discard_container(&c.id);
+        let result = self.discard_container_under(&c.id, Some(&lease));
         lease.release(self.meta())?;
         if result.is_ok() {
             self.emit_container_event(&c, "destroy", &[]);

@@ -387,8 +387,8 @@ type StartFailure = (RunError, ExitInfo);
 /// The mounts of the container's root. The writable layer of a `--rm` container, thrown away
 /// when it ends, is mounted `volatile` (as Podman does): its unmount then does not sync the whole
 /// filesystem under it, which would make every short `run --rm` wait for all the host's pending
-/// writes. A marker left by an earlier run that did not unmount cleanly is removed first: such a
-/// layer is disposable by definition.
+/// writes. Before mounting, a marker left by an earlier run that did not unmount cleanly is
+/// removed ([`remove_volatile_markers`]): such a layer is disposable by definition.
 fn root_mounts(plan: &RunPlan) -> Vec<Mount> {
     let mut mounts = plan.rootfs_mounts.clone();
     if plan.auto_remove {
@@ -399,12 +399,12 @@ fn root_mounts(plan: &RunPlan) -> Vec<Mount> {
                 o.volatile = true;
             }
         }
-        remove_volatile_markers(&mounts);
     }
     mounts
 }
 
-/// Remove overlayfs's `incompat/volatile` markers of `mounts` (after a clean unmount).
+/// Remove overlayfs's `incompat/volatile` markers of `mounts` (before mounting, and after a
+/// clean unmount).
 fn remove_volatile_markers(mounts: &[Mount]) {
     for m in mounts {
         if let Mount::Overlay(o) = m
@@ -506,6 +506,7 @@ impl Monitor {
                     .map_err(|e| RunError::io("creating", &plan.rootfs, e))?;
             }
             let mounts = root_mounts(plan);
+            remove_volatile_markers(&mounts);
             KernelMounter::new().mount_all(&mounts, &plan.rootfs)?;
             self.mounted = true;
         }
@@ -617,7 +618,9 @@ impl Monitor {
                 tracing::warn!(error = %e, "deleting the container from the runtime failed");
             }
         }
-        self.unmount();
+        if self.unmount() {
+            remove_volatile_markers(&root_mounts(&self.plan));
+        }
         self.listener = None;
         let _ = std::fs::remove_file(self.dir.join(ATTACH_SOCKET));
         if failed {
@@ -625,21 +628,25 @@ impl Monitor {
         }
     }
 
-    fn unmount(&mut self) {
+    /// Unmount the container's root (and the staged sources of its mounts). Returns whether the
+    /// root was mounted and came off cleanly: a volatile upper layer is then whole, and may be
+    /// mounted again (a restart, or a view for `cp`) once overlayfs's marker is removed, which
+    /// is left to the caller (pointless for a layer about to be thrown away).
+    fn unmount(&mut self) -> bool {
         // The staged sources of user mounts go before the root they were mounted for.
         self.staged.release();
-        if self.mounted {
-            let m = KernelMounter::new();
-            match m.unmount(&self.plan.rootfs, false) {
-                // Unmounted cleanly: a volatile upper layer is whole, and may be mounted again
-                // (a restart, or a view for `cp`) once overlayfs's marker is gone.
-                Ok(()) => remove_volatile_markers(&root_mounts(&self.plan)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "unmounting the root failed; detaching it");
-                    let _ = m.unmount(&self.plan.rootfs, true);
-                }
+        if !self.mounted {
+            return false;
+        }
+        self.mounted = false;
+        let m = KernelMounter::new();
+        match m.unmount(&self.plan.rootfs, false) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "unmounting the root failed; detaching it");
+                let _ = m.unmount(&self.plan.rootfs, true);
+                false
             }
-            self.mounted = false;
         }
     }
 
@@ -1021,7 +1028,7 @@ impl Monitor {
         // Unmount first (removal of the writable layer needs it), record, tell the clients,
         // and only then delete the runtime's state: the exit is reported without waiting for
         // the runtime, and the lock held until the end keeps a new start away meanwhile.
-        self.unmount();
+        let unmounted = self.unmount();
         if let Err(e) = write_json(&self.dir, EXIT_FILE, &exit) {
             tracing::warn!(error = %e, "recording the exit failed");
         }
@@ -1032,6 +1039,10 @@ impl Monitor {
             && let Err(e) = hooks.on_auto_remove()
         {
             tracing::warn!(error = %e, "removing the container failed");
+        }
+        // A layer kept (no `--rm`, a restart, a failed removal) may be mounted again.
+        if unmounted && self.dir.exists() {
+            remove_volatile_markers(&root_mounts(&self.plan));
         }
         self.listener = None;
         let _ = std::fs::remove_file(self.dir.join(ATTACH_SOCKET));
