@@ -167,6 +167,14 @@ impl Ctr {
         assert!(ok, "{name} never logged {needle:?}; log: {last:?}");
     }
 
+    /// Every container monitor of this root, as `(pid, command line)`.
+    fn monitors(&self) -> Vec<(u32, String)> {
+        processes_naming(self.root())
+            .into_iter()
+            .filter(|(_, c)| c.contains(" container-monitor "))
+            .collect()
+    }
+
     /// The pid of a container's monitor (found by its command line, as a user would).
     fn monitor_pid(&self, id: &str) -> u32 {
         let needle = format!("container-monitor {id}");
@@ -1884,10 +1892,23 @@ fn bad_input_is_one_clear_error_and_leaves_nothing() {
     let stopped_id = r.id_of("stopped");
     r.settle();
     let before = r.snapshot();
+    let busy_monitor = format!("container-monitor {busy_id}");
     let check = |args: &[&str], code: i32, msg: &str| {
         let e = r.err(args, code);
         assert!(e.contains(msg), "{args:?}: {e:?} does not say {msg:?}");
         assert_eq!(r.snapshot(), before, "{args:?} changed something");
+        // `run` spawns the container's monitor before making the container; one that was
+        // never given its container ends with the failed run.
+        let mut others = Vec::new();
+        let gone = wait_until(SETTLE, || {
+            others = r
+                .monitors()
+                .into_iter()
+                .filter(|(_, c)| !c.ends_with(&busy_monitor))
+                .collect();
+            others.is_empty()
+        });
+        assert!(gone, "{args:?} left a monitor behind: {others:?}");
     };
     // run/create failures before anything runs: 125 (run), 1 (create).
     check(

@@ -7,7 +7,6 @@
 //! the monitor (its sync socket and `attach.sock`) and to the runtime (signals).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use super::monitor::client::{self, AttachStream, MonitorHandle, Recovery};
@@ -124,6 +123,17 @@ impl Engine {
         attach: bool,
         monitor_program: &Path,
     ) -> Result<Option<MonitorHandle>> {
+        self.container_start_via(name_or_id, attach, MonitorLaunch::Program(monitor_program))
+    }
+
+    /// [`Engine::container_start`] with the monitor given by `launch` (one spawned ahead, so
+    /// that its start-up overlapped the caller's work).
+    pub fn container_start_via(
+        &self,
+        name_or_id: &str,
+        attach: bool,
+        launch: MonitorLaunch<'_>,
+    ) -> Result<Option<MonitorHandle>> {
         let c = self.resolve_container(name_or_id)?;
         if c.is_running() {
             return Ok(None);
@@ -145,12 +155,13 @@ impl Engine {
             return Err(e.into());
         }
         tracing::debug!(id = c.short_id(), "run plan written; spawning the monitor");
-        let mut cmd = Command::new(monitor_program);
-        cmd.arg("--root")
-            .arg(self.layout().root())
-            .arg("container-monitor")
-            .arg(&c.id);
-        match client::spawn_monitor(cmd, attach) {
+        let monitor = match launch {
+            MonitorLaunch::Program(program) => {
+                client::PendingMonitor::spawn(program, self.layout().root())
+            }
+            MonitorLaunch::Pending(m) => Ok(m),
+        };
+        match monitor.and_then(|m| m.start(&c.id, attach)) {
             Ok(handle) => {
                 tracing::debug!(
                     id = c.short_id(),
@@ -398,6 +409,16 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// Where the monitor of a container being started comes from.
+#[derive(Debug)]
+pub enum MonitorLaunch<'a> {
+    /// Spawn this program (the `carrel` binary, for its hidden `container-monitor` command)
+    /// once the container is ready to start.
+    Program(&'a Path),
+    /// A monitor spawned ahead ([`client::PendingMonitor::spawn`]) for the same data root.
+    Pending(client::PendingMonitor),
 }
 
 /// The container store's answers to the monitor (run inside the monitor process).

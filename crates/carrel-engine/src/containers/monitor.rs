@@ -56,6 +56,10 @@ pub const PID_FILE: &str = "init.pid";
 
 /// Environment variable naming the sync socket's descriptor in the monitor.
 pub const ENV_SYNC_FD: &str = "CARREL_MONITOR_SYNC_FD";
+/// What stands for the container id on the command line of a monitor spawned before its
+/// container was made ([`PendingMonitor`]); as long as an id, so that the monitor can show its
+/// container's id in its place once it is assigned one.
+pub const PENDING_ID: &str = "................................................................";
 /// Environment variable: `1` when the sync client also wants the container's output and input.
 pub const ENV_ATTACH: &str = "CARREL_MONITOR_ATTACH";
 
@@ -214,6 +218,66 @@ fn daemonize() -> io::Result<bool> {
         }
         _ => Ok(false),
     }
+}
+
+/// What a monitor spawned ahead of its container ([`PendingMonitor`]) learned.
+#[derive(Debug)]
+pub enum Assignment {
+    /// This is the process the client spawned, which has forked the monitor into the
+    /// background: it ends now.
+    Detached,
+    /// The client went away without assigning a container: nothing to do.
+    Abandoned,
+    /// Run the monitor of container `id` with `options`.
+    Container {
+        /// The container's full id.
+        id: String,
+        /// The options to pass to [`run_monitor`] (no longer daemonizing).
+        options: MonitorOptions,
+    },
+}
+
+/// For a monitor spawned ahead of its container ([`PendingMonitor::spawn`]): detach into the
+/// background at once (with `opts.daemonize`), then wait on the sync socket for the client to
+/// assign the container ([`proto::ASSIGN`]). The wait lasts as long as the client: a client that
+/// ends or drops its [`PendingMonitor`] closes the socket, and nothing was made.
+pub fn await_assignment(mut opts: MonitorOptions) -> Result<Assignment, RunError> {
+    let Some(sync) = opts.sync.take() else {
+        return Err(RunError::Internal(
+            "a monitor without a container needs a sync socket to learn it".into(),
+        ));
+    };
+    if opts.daemonize {
+        if !daemonize().map_err(|e| RunError::io("forking monitor", "/", e))? {
+            return Ok(Assignment::Detached);
+        }
+        opts.daemonize = false;
+    }
+    let mut stream = UnixStream::from(sync);
+    let assignment = match proto::read_frame(&mut stream) {
+        Ok(Some((proto::ASSIGN, payload))) => serde_json::from_slice::<proto::Assignment>(&payload)
+            .map_err(|e| RunError::Internal(format!("bad container assignment: {e}")))?,
+        Ok(Some((kind, _))) => {
+            return Err(RunError::Internal(format!(
+                "expected a container assignment, got frame kind {kind}"
+            )));
+        }
+        Ok(None) => return Ok(Assignment::Abandoned),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Assignment::Abandoned),
+        Err(e) => return Err(RunError::io("reading the sync socket", "", e)),
+    };
+    if !carrel_core::digest::is_hex64(&assignment.id) {
+        return Err(RunError::InvalidArgument(format!(
+            "invalid container id {:?}",
+            assignment.id
+        )));
+    }
+    opts.sync = Some(OwnedFd::from(stream));
+    opts.attach = assignment.attach;
+    Ok(Assignment::Container {
+        id: assignment.id,
+        options: opts,
+    })
 }
 
 /// Run the monitor for the container whose directory (and `plan.json`) is `dir`. Returns the
@@ -1110,4 +1174,97 @@ fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), RunError> {
         rustix::fs::fcntl_getfl(fd).map_err(|e| RunError::Internal(format!("fcntl: {e}")))?;
     rustix::fs::fcntl_setfl(fd, flags | rustix::fs::OFlags::NONBLOCK)
         .map_err(|e| RunError::Internal(format!("fcntl: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Options as a pending monitor has them (not daemonizing: the test runs in-process), and
+    /// the client's end of the sync socket.
+    fn pending() -> (MonitorOptions, UnixStream) {
+        let (client, monitor) = UnixStream::pair().unwrap();
+        let opts = MonitorOptions {
+            sync: Some(OwnedFd::from(monitor)),
+            attach: false,
+            daemonize: false,
+        };
+        (opts, client)
+    }
+
+    fn assign(client: &mut UnixStream, id: &str, attach: bool) {
+        let a = proto::Assignment {
+            id: id.to_string(),
+            attach,
+        };
+        proto::write_frame(client, proto::ASSIGN, &serde_json::to_vec(&a).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn an_assignment_names_the_container_and_keeps_the_socket() {
+        let (opts, mut client) = pending();
+        let id = "ab".repeat(32);
+        assign(&mut client, &id, true);
+        match await_assignment(opts).unwrap() {
+            Assignment::Container { id: got, options } => {
+                assert_eq!(got, id);
+                assert!(options.attach);
+                assert!(!options.daemonize);
+                // The same socket carries the rest of the conversation.
+                let mut sync = UnixStream::from(options.sync.expect("sync socket"));
+                sync.write_all(b"x").unwrap();
+                let mut b = [0u8; 1];
+                client.read_exact(&mut b).unwrap();
+                assert_eq!(&b, b"x");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_client_that_goes_away_abandons_the_monitor() {
+        let (opts, client) = pending();
+        drop(client);
+        assert!(matches!(
+            await_assignment(opts).unwrap(),
+            Assignment::Abandoned
+        ));
+        // A frame cut short is the same.
+        let (opts, mut client) = pending();
+        client.write_all(&[proto::ASSIGN, 0, 0]).unwrap();
+        drop(client);
+        assert!(matches!(
+            await_assignment(opts).unwrap(),
+            Assignment::Abandoned
+        ));
+    }
+
+    #[test]
+    fn bad_assignments_are_refused() {
+        for id in ["", "nothex", "../../etc", &"AB".repeat(32), &"a".repeat(65)] {
+            let (opts, mut client) = pending();
+            assign(&mut client, id, false);
+            let e = await_assignment(opts).unwrap_err();
+            assert!(matches!(e, RunError::InvalidArgument(_)), "{id:?}: {e:?}");
+        }
+        let (opts, mut client) = pending();
+        proto::write_frame(&mut client, proto::STDIN, b"hello").unwrap();
+        let e = await_assignment(opts).unwrap_err();
+        assert!(
+            e.to_string().contains("expected a container assignment"),
+            "{e}"
+        );
+        let (opts, mut client) = pending();
+        proto::write_frame(&mut client, proto::ASSIGN, b"{not json").unwrap();
+        let e = await_assignment(opts).unwrap_err();
+        assert!(e.to_string().contains("bad container assignment"), "{e}");
+        let e = await_assignment(MonitorOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("needs a sync socket"), "{e}");
+    }
+
+    #[test]
+    fn the_pending_id_is_as_long_as_an_id() {
+        assert_eq!(PENDING_ID.len(), 64);
+        assert!(!carrel_core::digest::is_hex64(PENDING_ID));
+    }
 }

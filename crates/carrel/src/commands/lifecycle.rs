@@ -6,16 +6,20 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
+use carrel_engine::containers::lifecycle::MonitorLaunch;
 use carrel_engine::containers::monitor::ExitInfo;
-use carrel_engine::containers::monitor::client::{self, AttachStream, Event, ExecRequest};
+use carrel_engine::containers::monitor::client::{
+    self, AttachStream, Event, ExecRequest, PendingMonitor,
+};
 use carrel_engine::containers::monitor::logs::{LogOptions, follow_log};
+use carrel_engine::containers::runtime::RunError;
 use carrel_engine::containers::tty::{RawMode, WinchWatch, get_size};
 use carrel_engine::{Engine, EngineError};
 
 use super::ExitStatus;
 use super::containers::{create_request, write_cidfile};
 use crate::cli::{
-    AttachArgs, ExecArgs, KillArgs, LogsArgs, RunArgs, StartArgs, StopArgs, WaitArgs,
+    AttachArgs, ExecArgs, GlobalOptions, KillArgs, LogsArgs, RunArgs, StartArgs, StopArgs, WaitArgs,
 };
 
 /// Exit status of `run` when carrel itself failed (Docker's 125).
@@ -204,7 +208,22 @@ fn exit_code_after(engine: &Engine, id: &str, exit: Option<ExitInfo>) -> i64 {
 }
 
 /// `carrel run`.
-pub fn run(engine: &Engine, a: &RunArgs) -> Result<u8> {
+pub fn run(global: &GlobalOptions, a: &RunArgs) -> Result<u8> {
+    // The container's monitor is spawned first, so that its own start-up (loading the binary,
+    // forking into the background) overlaps opening the store and creating the container; it
+    // waits to be told the container, and ends unused if the run fails before.
+    // (Spawned from a thread of its own: `posix_spawn` holds the calling thread until the
+    // binary is loaded.)
+    let program = monitor_program()?;
+    let spawning = {
+        let (program, root) = (program.clone(), global.root.clone());
+        std::thread::spawn(move || {
+            std::path::absolute(&root)
+                .map_err(|e| RunError::io("resolving", &root, e))
+                .and_then(|root| PendingMonitor::spawn(&program, &root))
+        })
+    };
+    let engine = &super::open(global)?;
     let c = &a.create;
     if let Some(p) = &c.cidfile
         && p.exists()
@@ -222,9 +241,20 @@ pub fn run(engine: &Engine, a: &RunArgs) -> Result<u8> {
     for w in &created.warnings {
         eprintln!("WARNING: {w}");
     }
-    let program = monitor_program()?;
+    let pending = match spawning.join() {
+        Ok(Ok(m)) => Some(m),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "cannot spawn the monitor ahead; spawning it now");
+            None
+        }
+        Err(_) => None,
+    };
+    let launch = match pending {
+        Some(m) => MonitorLaunch::Pending(m),
+        None => MonitorLaunch::Program(&program),
+    };
     if a.detach {
-        match engine.container_start(&created.id, false, &program) {
+        match engine.container_start_via(&created.id, false, launch) {
             Ok(_) => {
                 println!("{}", created.id);
                 return Ok(0);
@@ -237,7 +267,7 @@ pub fn run(engine: &Engine, a: &RunArgs) -> Result<u8> {
             }
         }
     }
-    let handle = match engine.container_start(&created.id, true, &program) {
+    let handle = match engine.container_start_via(&created.id, true, launch) {
         Ok(Some(h)) => h,
         Ok(None) => bail!("container {} was already running", created.id),
         Err(e) => {

@@ -73,7 +73,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Ps(a) => containers::ps(&open(g)?, &a),
         Command::Rm(a) => containers::rm(&open(g)?, &a),
         Command::Rename(a) => containers::rename(&open(g)?, &a),
-        Command::Run(a) => lifecycle::run(&open(g)?, &a),
+        Command::Run(a) => lifecycle::run(g, &a),
         Command::Start(a) => lifecycle::start(&open(g)?, &a),
         Command::Stop(a) => lifecycle::stop(&open(g)?, &a),
         Command::Kill(a) => lifecycle::kill(&open(g)?, &a),
@@ -84,7 +84,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Exec(a) => lifecycle::exec(&open(g)?, &a),
         Command::Container(c) => match c {
             ContainerCommand::Create(a) => containers::create(&open(g)?, &a),
-            ContainerCommand::Run(a) => lifecycle::run(&open(g)?, &a),
+            ContainerCommand::Run(a) => lifecycle::run(g, &a),
             ContainerCommand::Start(a) => lifecycle::start(&open(g)?, &a),
             ContainerCommand::Stop(a) => lifecycle::stop(&open(g)?, &a),
             ContainerCommand::Kill(a) => lifecycle::kill(&open(g)?, &a),

@@ -1,12 +1,15 @@
 //! `carrel container-monitor ID` (hidden): the per-container monitor process. The client that
-//! starts a container spawns it (`carrel_engine::containers::monitor::spawn_monitor`); it forks
+//! starts a container spawns it (`carrel_engine::containers::monitor::PendingMonitor`), with
+//! [`monitor::PENDING_ID`] for the id when it is spawned before the container exists; it forks
 //! into the background at once and lives as long as the container.
 
 use anyhow::{Result, bail};
 
 use carrel_engine::Engine;
 use carrel_engine::containers::lifecycle::StoreHooks;
-use carrel_engine::containers::monitor::{self, ContainerHooks, ExitInfo, MonitorOptions, Started};
+use carrel_engine::containers::monitor::{
+    self, Assignment, ContainerHooks, ExitInfo, MonitorOptions, Started,
+};
 use carrel_engine::containers::runtime::RunError;
 
 use crate::cli::{ContainerMonitorArgs, GlobalOptions};
@@ -14,23 +17,73 @@ use crate::cli::{ContainerMonitorArgs, GlobalOptions};
 /// Run the monitor of container `args.id` under the data root of `global`.
 pub fn run(global: &GlobalOptions, args: &ContainerMonitorArgs) -> Result<u8> {
     // Take the sync descriptor before anything else can open files over it.
-    let opts = MonitorOptions::from_env();
-    if args.id.is_empty() || !args.id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("invalid container id {:?}", args.id);
+    let mut opts = MonitorOptions::from_env();
+    let mut id = args.id.clone();
+    if id == monitor::PENDING_ID {
+        // Spawned ahead of its container (`carrel run`): detach, then learn which one.
+        match monitor::await_assignment(opts)? {
+            Assignment::Detached | Assignment::Abandoned => return Ok(0),
+            Assignment::Container {
+                id: assigned,
+                options,
+            } => {
+                show_in_command_line(monitor::PENDING_ID, &assigned);
+                id = assigned;
+                opts = options;
+            }
+        }
+    }
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("invalid container id {id:?}");
     }
     let root = std::path::absolute(&global.root)?;
-    let dir = root.join("containers").join(&args.id);
+    let dir = root.join("containers").join(&id);
     log_to_container_dir(&dir);
     // The store records the container's state through these hooks; it is opened lazily in the
     // monitor's own (forked) process.
     let hooks = LazyStoreHooks {
         global,
-        id: &args.id,
+        id: &id,
         engine: std::sync::OnceLock::new(),
         opening: std::sync::Mutex::new(None),
     };
     let code = monitor::run_monitor(&dir, opts, &hooks)?;
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
+}
+
+/// Write `shown` over `placeholder` in this process's command line as `ps` and
+/// `/proc/PID/cmdline` show it (the memory the kernel reads it from, the argument strings at
+/// the top of the stack), so that a monitor spawned before its container existed is found by
+/// its container's id like any other. `shown` must be as long as `placeholder`; a command line
+/// without the placeholder is left alone.
+fn show_in_command_line(placeholder: &str, shown: &str) {
+    if placeholder.len() != shown.len() {
+        return;
+    }
+    let Some((start, end)) = argument_area() else {
+        return;
+    };
+    // SAFETY: [start, end) is this process's own argument area, mapped and writable for its
+    // whole life; no other thread runs yet, and the bytes written keep every string's length
+    // and terminator.
+    let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, end - start) };
+    if let Some(at) = area
+        .windows(placeholder.len())
+        .position(|w| w == placeholder.as_bytes())
+    {
+        area[at..at + shown.len()].copy_from_slice(shown.as_bytes());
+    }
+}
+
+/// `arg_start` and `arg_end` of `/proc/self/stat` (fields 48 and 49).
+fn argument_area() -> Option<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start with field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ').skip(48 - 3);
+    let start: usize = fields.next()?.parse().ok()?;
+    let end: usize = fields.next()?.parse().ok()?;
+    (start > 0 && end > start).then_some((start, end))
 }
 
 /// The monitor's own messages (its warnings: a state it could not record, a removal that

@@ -188,12 +188,12 @@ impl MonitorHandle {
     }
 }
 
-/// Spawn a monitor with `cmd` (the `carrel` binary's hidden `container-monitor` command for the
-/// container, or any program calling [`super::run_monitor`] with
-/// [`super::MonitorOptions::from_env`]) and wait until it reports that the container runs, or
-/// why it could not start (a [`RunError::Runtime`] keeps Docker's exit code). With `attach`, the
-/// returned handle's stream also carries the container's output from its first byte, and
-/// accepts stdin and resizes.
+/// Spawn a monitor with `cmd` (any program calling [`super::run_monitor`] with
+/// [`super::MonitorOptions::from_env`] for the container its command line names) and wait until
+/// it reports that the container runs, or why it could not start (a [`RunError::Runtime`] keeps
+/// Docker's exit code). With `attach`, the returned handle's stream also carries the container's
+/// output from its first byte, and accepts stdin and resizes. The `carrel` binary's own monitor
+/// is spawned with [`PendingMonitor`] instead.
 ///
 /// The monitor detaches itself (new session, not a child of the caller once it forked), its
 /// stdio go to `/dev/null`, and killing the caller does not affect it.
@@ -206,7 +206,86 @@ pub fn spawn_monitor(mut cmd: Command, attach: bool) -> Result<MonitorHandle, Ru
     drop(theirs);
     // The monitor forks into the background at once; reap the parent half.
     reap(pid);
-    let mut stream = AttachStream::new(ours);
+    wait_started(AttachStream::new(ours))
+}
+
+/// A container monitor (`PROGRAM --root ROOT container-monitor <PENDING_ID>`, the `carrel`
+/// binary's hidden command) spawned before its container is ready to start: it starts up,
+/// forks into the background and waits to be told which container to run
+/// ([`PendingMonitor::start`]). `carrel run` spawns it first thing, so that the monitor's own
+/// start-up overlaps the container's creation instead of following it. Dropped unstarted, the
+/// monitor ends without having made anything.
+#[derive(Debug)]
+pub struct PendingMonitor {
+    /// The sync socket (taken when started).
+    stream: Option<UnixStream>,
+    /// The spawned process, until reaped (it exits as soon as it has forked the monitor).
+    pid: Option<rustix::process::Pid>,
+}
+
+impl PendingMonitor {
+    /// Spawn the monitor `program` for the data root `root` (absolute).
+    pub fn spawn(program: &Path, root: &Path) -> Result<PendingMonitor, RunError> {
+        let (ours, theirs) = UnixStream::pair().map_err(|e| RunError::io("socketpair", "", e))?;
+        let mut cmd = Command::new(program);
+        cmd.arg("--root")
+            .arg(root)
+            .arg("container-monitor")
+            .arg(super::PENDING_ID)
+            .env(ENV_SYNC_FD, spawn::SYNC_FD.to_string());
+        let pid = spawn::spawn_detached(&cmd, theirs.as_fd())
+            .map_err(|e| RunError::io("spawning the container monitor", program, e))?;
+        Ok(PendingMonitor {
+            stream: Some(ours),
+            pid: Some(pid),
+        })
+    }
+
+    /// Assign the container `id` (created, its run plan saved) and wait until it runs or why it
+    /// could not start, as [`spawn_monitor`] does.
+    pub fn start(mut self, id: &str, attach: bool) -> Result<MonitorHandle, RunError> {
+        let assignment = proto::Assignment {
+            id: id.to_string(),
+            attach,
+        };
+        let payload =
+            serde_json::to_vec(&assignment).map_err(|e| RunError::Internal(e.to_string()))?;
+        let Some(mut stream) = self.stream.take() else {
+            return Err(monitor_gone());
+        };
+        let sent = proto::write_frame(&mut stream, proto::ASSIGN, &payload);
+        self.reap();
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "the pending monitor is gone");
+            return Err(monitor_gone());
+        }
+        wait_started(AttachStream::new(stream))
+    }
+
+    fn reap(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            reap(pid);
+        }
+    }
+}
+
+impl Drop for PendingMonitor {
+    /// Close the socket first (an unstarted monitor then ends), then reap the spawned process.
+    fn drop(&mut self) {
+        self.stream = None;
+        self.reap();
+    }
+}
+
+fn monitor_gone() -> RunError {
+    RunError::Internal(
+        "the container monitor exited before the container started (see the log with --log-level debug)".into(),
+    )
+}
+
+/// Wait on a new monitor's sync `stream` until it reports the container running, or why it
+/// could not start it.
+fn wait_started(mut stream: AttachStream) -> Result<MonitorHandle, RunError> {
     loop {
         match stream.next_event() {
             Ok(Some(Event::Started(started))) => return Ok(MonitorHandle { started, stream }),
@@ -234,11 +313,7 @@ pub fn spawn_monitor(mut cmd: Command, attach: bool) -> Result<MonitorHandle, Ru
                 });
             }
             Ok(Some(_)) => {}
-            Ok(None) | Err(_) => {
-                return Err(RunError::Internal(
-                    "the container monitor exited before the container started (see the log with --log-level debug)".into(),
-                ));
-            }
+            Ok(None) | Err(_) => return Err(monitor_gone()),
         }
     }
 }

@@ -8,7 +8,9 @@
 //!
 //! Monitor → client: [`STDOUT`], [`STDERR`], [`STARTED`] (JSON [`Started`]), [`ERROR`] (JSON
 //! [`StartError`]), [`EXIT`] (JSON [`ExitInfo`](super::ExitInfo)).
-//! Client → monitor: [`STDIN`] (bytes), [`STDIN_CLOSE`], [`RESIZE`] (rows u16 BE, cols u16 BE).
+//! Client → monitor: [`STDIN`] (bytes), [`STDIN_CLOSE`], [`RESIZE`] (rows u16 BE, cols u16 BE),
+//! and, first of all to a monitor spawned before its container existed, [`ASSIGN`] (JSON
+//! [`Assignment`]).
 
 use std::io::{self, Read, Write};
 
@@ -30,6 +32,18 @@ pub const EXIT: u8 = 12;
 pub const STDIN_CLOSE: u8 = 20;
 /// Resize the container's terminal (client → monitor, payload rows and cols as u16 BE).
 pub const RESIZE: u8 = 21;
+/// The container a monitor spawned ahead of it is to run (client → monitor, payload JSON
+/// [`Assignment`]); the first frame on such a monitor's sync socket.
+pub const ASSIGN: u8 = 22;
+
+/// Payload of [`ASSIGN`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The container's full id.
+    pub id: String,
+    /// The client also attaches (gets the output, sends input) on the sync socket.
+    pub attach: bool,
+}
 
 /// Largest payload accepted in one frame.
 pub const MAX_FRAME: usize = 1 << 20;
