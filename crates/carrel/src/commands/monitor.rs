@@ -67,9 +67,10 @@ fn show_in_command_line(placeholder: &str, shown: &str) {
     // whole life; no other thread runs yet, and the bytes written keep every string's length
     // and terminator.
     let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, end - start) };
+    // The id is the last argument: the placeholder is looked for from the end.
     if let Some(at) = area
         .windows(placeholder.len())
-        .position(|w| w == placeholder.as_bytes())
+        .rposition(|w| w == placeholder.as_bytes())
     {
         area[at..at + shown.len()].copy_from_slice(shown.as_bytes());
     }
@@ -185,5 +186,27 @@ impl ContainerHooks for LazyStoreHooks<'_> {
     }
     fn on_auto_remove(&self) -> Result<(), RunError> {
         self.with(|h| h.on_auto_remove())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_argument_area_is_the_command_line() {
+        let (start, end) = argument_area().expect("arg_start and arg_end");
+        // SAFETY: reading this process's own argument area, which the kernel names.
+        let area = unsafe { std::slice::from_raw_parts(start as *const u8, end - start) };
+        let cmdline = std::fs::read("/proc/self/cmdline").unwrap();
+        assert_eq!(area, &cmdline[..]);
+    }
+
+    #[test]
+    fn a_command_line_without_the_placeholder_is_left_alone() {
+        let before = std::fs::read("/proc/self/cmdline").unwrap();
+        show_in_command_line(monitor::PENDING_ID, &"a".repeat(64));
+        show_in_command_line("x", "too long");
+        assert_eq!(std::fs::read("/proc/self/cmdline").unwrap(), before);
     }
 }
