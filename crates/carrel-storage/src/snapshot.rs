@@ -551,6 +551,9 @@ pub(crate) fn measure(path: &Path) -> io::Result<Usage> {
     Ok(usage)
 }
 
+/// How many threads remove the top-level directories of a tree at most.
+const REMOVAL_THREADS: usize = 4;
+
 /// Remove a file or a directory tree without following symlinks and without ever descending
 /// into another mount (a still-mounted `merged` dir or bind makes it fail with `EBUSY` instead of
 /// deleting through the mount). A missing path is not an error.
@@ -565,34 +568,39 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     }
     let fd = open_dir_nofollow(rustix::fs::CWD, path)?;
     let mnt = mount_id(&fd, Path::new(""))?;
-    // The subdirectories (a layer's `diff`, `work`, `merged`) go at the same time, each on a
-    // thread of its own: removing a directory waits on the filesystem (freeing its block, a
-    // discard on some disks) much more than it computes, and `run --rm` waits for all of it.
+    // The subdirectories (a layer's `diff`, `work`, `merged`) go at the same time, shared
+    // among at most REMOVAL_THREADS threads: removing a directory waits on the filesystem
+    // (freeing its block, a discard on some disks) much more than it computes, and `run --rm`
+    // waits for all of it.
     let entries = list_entries(&fd)?;
     let (dirs, files): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(_, is_dir)| *is_dir);
+    let threads = dirs.len().clamp(1, REMOVAL_THREADS);
+    // Share `i`: every `threads`-th directory from the `i`-th; the first share takes the files.
+    let remove_share = |i: usize| -> io::Result<()> {
+        let files = if i == 0 { &files[..] } else { &[] };
+        dirs.iter()
+            .skip(i)
+            .step_by(threads)
+            .chain(files)
+            .try_for_each(|(name, is_dir)| remove_entry(&fd, name, *is_dir, mnt, path))
+    };
     std::thread::scope(|s| {
-        let mut rest = dirs.iter();
-        let first = rest.next();
-        let helpers: Vec<_> = rest
-            .map(|(name, _)| {
-                let (fd, name) = (&fd, name.as_path());
+        let helpers: Vec<_> = (1..threads)
+            .map(|i| {
                 std::thread::Builder::new()
                     .name("remove-tree".into())
-                    .spawn_scoped(s, move || remove_entry(fd, name, true, mnt, path))
-                    .map_err(|_| name)
+                    .spawn_scoped(s, move || remove_share(i))
+                    .map_err(|_| i)
             })
             .collect();
-        let mut result = Ok(());
-        for (name, is_dir) in first.into_iter().chain(files.iter()) {
-            result = result.and(remove_entry(&fd, name, *is_dir, mnt, path));
-        }
+        let mut result = remove_share(0);
         for helper in helpers {
             let r = match helper {
                 Ok(thread) => thread
                     .join()
                     .unwrap_or_else(|_| Err(io::Error::other("a removal thread panicked"))),
-                // No thread to be had: this one does it.
-                Err(name) => remove_entry(&fd, name, true, mnt, path),
+                // No thread to be had: this one does its share.
+                Err(i) => remove_share(i),
             };
             result = result.and(r);
         }
@@ -687,4 +695,68 @@ fn remove_entry(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tree with more top-level directories than removal threads, nested files and a symlink
+    /// leading out of it.
+    fn make_tree(root: &Path, outside: &Path) {
+        for i in 0..(REMOVAL_THREADS * 3 + 1) {
+            let d = root.join(format!("d{i}")).join("a/b");
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("f"), b"x").unwrap();
+        }
+        std::fs::write(root.join("top-file"), b"y").unwrap();
+        std::os::unix::fs::symlink(outside, root.join("d0/out")).unwrap();
+    }
+
+    #[test]
+    fn remove_tree_removes_everything_and_nothing_a_symlink_leads_to() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("keep"), b"k").unwrap();
+        let root = tmp.path().join("tree");
+        make_tree(&root, &outside);
+        remove_tree(&root).unwrap();
+        assert!(!root.exists());
+        assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"k");
+        // Gone already: not an error.
+        remove_tree(&root).unwrap();
+    }
+
+    #[test]
+    fn remove_tree_refuses_a_mount_inside_and_deletes_nothing_through_it() {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test mounts a tmpfs: run it as root"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("tree");
+        make_tree(&root, tmp.path());
+        let target = root.join(format!("d{}", REMOVAL_THREADS + 1)).join("a");
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+            }
+        }
+        rustix::mount::mount(
+            "tmpfs",
+            &target,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let _guard = Unmount(target.clone());
+        std::fs::write(target.join("in-the-mount"), b"m").unwrap();
+        let e = remove_tree(&root).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ResourceBusy, "{e}");
+        assert!(e.to_string().contains("is a mount point"), "{e}");
+        assert_eq!(std::fs::read(target.join("in-the-mount")).unwrap(), b"m");
+    }
 }
