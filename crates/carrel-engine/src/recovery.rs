@@ -111,18 +111,25 @@ impl Engine {
             }
         }
         // Directories first, then rows: a container's row exists before its directory does.
-        let known: HashSet<String> = self
-            .meta()
-            .read(carrel_meta::containers::list)?
-            .into_iter()
-            .map(|r| r.id)
-            .collect();
+        // A container being removed (its row gone, its files not yet) is listed under the
+        // removal's lease in the transaction that deleted its row: read both in one view.
+        let (rows, in_flight) = self.meta().read_consistent(|c| {
+            Ok((
+                carrel_meta::containers::list(c)?,
+                leases::protected(c, "container")?,
+            ))
+        })?;
+        let known: HashSet<String> = rows.into_iter().map(|r| r.id).collect();
         let mut orphans = Vec::new();
         for name in on_disk {
-            if known.contains(&name) {
+            if known.contains(&name) || in_flight.contains(&name) {
                 continue;
             }
             let path = dir.join(&name);
+            // Listed before a removal ended (and its lease was released): not an orphan.
+            if std::fs::symlink_metadata(&path).is_err() {
+                continue;
+            }
             if !dry_run {
                 carrel_core::fs::remove_all(&path)
                     .map_err(|e| crate::EngineError::io("removing", &path, e))?;

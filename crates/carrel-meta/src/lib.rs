@@ -175,6 +175,30 @@ impl Meta {
         Ok(out)
     }
 
+    /// [`Meta::write`] for work that can also fail for reasons of its own (`E`): the
+    /// transaction commits only when `f` returns `Ok(Ok(_))`; on `Ok(Err(e))` nothing is written
+    /// and `e` is handed back.
+    pub fn try_write<T, E>(
+        &self,
+        f: impl FnOnce(&Transaction) -> Result<std::result::Result<T, E>>,
+    ) -> Result<std::result::Result<T, E>> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        if out.is_ok() {
+            tx.commit()?;
+        }
+        Ok(out)
+    }
+
+    /// Run read-only work that needs one consistent view of several tables (a read
+    /// transaction: nothing another process commits meanwhile is seen half).
+    pub fn read_consistent<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred)?;
+        f(&tx)
+    }
+
     /// Check the database file itself (`PRAGMA quick_check`).
     pub fn integrity_check(&self) -> Result<Vec<String>> {
         self.read(|c| {

@@ -74,6 +74,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("cleanup_reclaims_orphans", cleanup_reclaims_orphans),
     ("concurrent_instances", concurrent_instances),
     ("prepare_on_active_parent", prepare_on_active_parent),
+    ("removal_in_two_halves", removal_in_two_halves),
 ];
 
 /// Run every case in turn.
@@ -94,7 +95,7 @@ macro_rules! snapshotter_conformance {
             rename_across_layers, chown_in_upper, opaque_dirs, hardlinks,
             permissions_and_special_bits, xattrs, device_nodes_and_fifos, symlinks, deep_chain,
             remove_with_children_refused, remove_order, cleanup_reclaims_orphans,
-            concurrent_instances, prepare_on_active_parent);
+            concurrent_instances, prepare_on_active_parent, removal_in_two_halves);
     };
     (@cases $env:expr; $($case:ident),*) => {
         $(
@@ -1101,6 +1102,81 @@ pub fn cleanup_reclaims_orphans(env: &Env) {
         report.orphan_dirs.is_empty() && report.missing_dirs.is_empty(),
         "{report:?}"
     );
+}
+
+/// [`Snapshotter::remove_record`] in the caller's transaction, the files after: a rolled back
+/// transaction keeps the snapshot whole; once committed, the key is free at once, and the
+/// directory is work in flight while listed under a live lease (no cleanup reports or touches
+/// it), an orphan otherwise; deleting the files leaves no dangling helper entry, and deleting
+/// files a cleanup already took is not an error.
+pub fn removal_in_two_halves(env: &Env) {
+    use crate::snapshot::FILES_BEING_REMOVED;
+    use carrel_meta::Lease;
+
+    let s = Scratch::new(env);
+    let sn = s.open(env);
+    let meta = Meta::open(&s.root().join("carrel.db")).unwrap();
+    let leases = s.root().join("leases");
+    std::fs::create_dir_all(&leases).unwrap();
+    layer(&s, &*sn, None, "base", &|r| write(&r.join("f"), "base"));
+    let prepare = |key: &str| {
+        let m = s.mount(&sn.prepare(key, Some("base"), Labels::new()).unwrap());
+        write(&m.path().join("g"), key);
+        m.unmount();
+        sn.home().join(sn.stat(key).unwrap().id)
+    };
+    let clean = |what: &str| {
+        let report = sn.cleanup(true).unwrap();
+        assert_eq!(report, Default::default(), "{what}");
+    };
+
+    // Rolled back: nothing changed.
+    let dir = prepare("ctr");
+    let undone: Result<(), ()> = meta
+        .try_write(|tx| {
+            let _files = sn.remove_record(tx, "ctr").unwrap();
+            Ok(Err(()))
+        })
+        .unwrap();
+    assert!(undone.is_err());
+    let m = s.mount(&sn.mounts("ctr").unwrap());
+    assert_eq!(std::fs::read_to_string(m.path().join("g")).unwrap(), "ctr");
+    m.unmount();
+    clean("after a rollback");
+
+    // Under a lease: in flight until deleted.
+    let lease = Lease::acquire(&meta, &leases, "removal").unwrap();
+    let files = meta
+        .try_write(|tx| {
+            let files = sn.remove_record(tx, "ctr").unwrap();
+            lease.add(tx, FILES_BEING_REMOVED, files.id())?;
+            Ok(Ok::<_, ()>(files))
+        })
+        .unwrap()
+        .unwrap();
+    expect_kind(sn.stat("ctr"), ErrorKind::NotFound, "stat of a removed key");
+    assert!(dir.is_dir());
+    clean("while the files are in flight");
+    assert_eq!(sn.cleanup(false).unwrap(), Default::default());
+    assert!(dir.is_dir(), "a cleanup deleted files in flight");
+    // The key is free at once.
+    let again = prepare("ctr");
+    assert_ne!(again, dir);
+    files.remove().unwrap();
+    lease.release(&meta).unwrap();
+    assert!(!dir.exists());
+    clean("after the files were deleted");
+
+    // Without a lease (or once its process died): an orphan, and a cleanup may take it first.
+    let files = meta
+        .try_write(|tx| Ok(Ok::<_, ()>(sn.remove_record(tx, "ctr").unwrap())))
+        .unwrap()
+        .unwrap();
+    assert_eq!(sn.cleanup(true).unwrap().orphan_dirs, vec![again.clone()]);
+    assert_eq!(sn.cleanup(false).unwrap().orphan_dirs, vec![again.clone()]);
+    assert!(!again.exists());
+    files.remove().unwrap();
+    clean("after a cleanup took the files");
 }
 
 /// Two driver instances with their own database handles (two "processes") prepare and commit

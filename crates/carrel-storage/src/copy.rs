@@ -20,15 +20,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use carrel_meta::Meta;
 use carrel_meta::snapshots::{Kind, SnapshotRow};
+use carrel_meta::{Meta, Transaction};
 use carrel_mount::Mount;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, SeekFrom, Timespec, Timestamps};
 
 use crate::overlay::{create_home, mkdir_mode};
 use crate::snapshot::{
-    ApplyTarget, CleanupReport, DriverPaths, Info, Labels, Snapshotter, Store, Usage,
-    WhiteoutFormat, kind_name, measure, open_dir_nofollow, remove_tree,
+    ApplyTarget, CleanupReport, DriverPaths, Info, Labels, SnapshotFiles, Snapshotter, Store,
+    Usage, WhiteoutFormat, kind_name, measure, open_dir_nofollow,
 };
 use crate::{Result, StorageError};
 
@@ -159,10 +159,11 @@ impl Snapshotter for CopySnapshotter {
     }
 
     fn remove(&self, key: &str) -> Result<()> {
-        let row = self.store.remove_row(key)?;
-        let dir = self.store.dir(&row.id);
-        remove_tree(&dir).map_err(|e| StorageError::io("removing", &dir, e))?;
-        Ok(())
+        self.store.remove_now(key, |tx| self.remove_record(tx, key))
+    }
+
+    fn remove_record(&self, tx: &Transaction, key: &str) -> Result<SnapshotFiles> {
+        self.store.remove_row_in(tx, key, |_| Vec::new())
     }
 
     fn stat(&self, key: &str) -> Result<Info> {

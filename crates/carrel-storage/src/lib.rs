@@ -14,7 +14,10 @@ pub mod overlay;
 pub mod snapshot;
 
 pub use error::StorageError;
-pub use snapshot::{ApplyTarget, DriverPaths, Info, Snapshotter, Usage, WhiteoutFormat};
+pub use snapshot::{
+    ApplyTarget, DriverPaths, FILES_BEING_REMOVED, Info, SnapshotFiles, Snapshotter, Usage,
+    WhiteoutFormat,
+};
 
 /// Result type of this crate.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

@@ -23,13 +23,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use carrel_meta::Meta;
 use carrel_meta::snapshots::{Kind, SnapshotRow};
+use carrel_meta::{Meta, Transaction};
 use carrel_mount::{Mount, OverlayMount, ShortLowers};
 
 use crate::snapshot::{
-    ApplyTarget, CleanupReport, DriverPaths, Info, Labels, Snapshotter, Store, Usage,
-    WhiteoutFormat, kind_name, measure, remove_tree,
+    ApplyTarget, CleanupReport, DriverPaths, Info, Labels, SnapshotFiles, Snapshotter, Store,
+    Usage, WhiteoutFormat, kind_name, measure, remove_tree,
 };
 use crate::{Result, StorageError};
 
@@ -259,15 +259,16 @@ impl Snapshotter for OverlaySnapshotter {
     }
 
     fn remove(&self, key: &str) -> Result<()> {
-        let row = self.store.remove_row(key)?;
-        if let Some(short) = self.read_link(&row) {
-            let link = self.store.home.join("l").join(short);
-            remove_tree(&link).map_err(|e| StorageError::io("removing short link", &link, e))?;
-        }
-        let dir = self.store.dir(&row.id);
-        remove_tree(&dir).map_err(|e| StorageError::io("removing", &dir, e))?;
-        tracing::debug!(key, id = %row.id, "removed overlay2 snapshot");
-        Ok(())
+        self.store.remove_now(key, |tx| self.remove_record(tx, key))
+    }
+
+    fn remove_record(&self, tx: &Transaction, key: &str) -> Result<SnapshotFiles> {
+        self.store.remove_row_in(tx, key, |row| {
+            self.read_link(row)
+                .map(|short| self.store.home.join("l").join(short))
+                .into_iter()
+                .collect()
+        })
     }
 
     fn stat(&self, key: &str) -> Result<Info> {

@@ -17,8 +17,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use carrel_meta::Meta;
 use carrel_meta::snapshots::{self as rows, SnapshotRow};
+use carrel_meta::{Meta, Transaction};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, StatxFlags};
 
 pub use carrel_archive::WhiteoutFormat;
@@ -91,6 +91,39 @@ pub struct CleanupReport {
     pub other: Vec<PathBuf>,
 }
 
+/// The lease resource kind under which the directory id of a removed snapshot is listed while
+/// its files are being deleted ([`Snapshotter::remove_record`], then [`SnapshotFiles::remove`]):
+/// such a directory is work in flight, which [`Snapshotter::cleanup`] neither reports nor
+/// touches. If the process dies, its lease dies with it and the directory becomes an ordinary
+/// orphan, reclaimed by the next cleanup.
+pub const FILES_BEING_REMOVED: &str = "snapshot-files";
+
+/// The files of a snapshot whose record is gone, deleted by [`SnapshotFiles::remove`].
+#[derive(Debug)]
+#[must_use = "the snapshot's files stay on disk until removed"]
+pub struct SnapshotFiles {
+    id: String,
+    /// In removal order: helper entries pointing into the directory (overlay's short link)
+    /// before the directory, so that none ever dangles.
+    paths: Vec<PathBuf>,
+}
+
+impl SnapshotFiles {
+    /// The snapshot's directory id (to list under a lease as [`FILES_BEING_REMOVED`]).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Delete the files (never following symlinks nor crossing into a mount). Files that are
+    /// already gone, or vanish meanwhile (a concurrent cleanup), are not an error.
+    pub fn remove(self) -> Result<()> {
+        for p in &self.paths {
+            remove_tree(p).map_err(|e| StorageError::io("removing", p, e))?;
+        }
+        Ok(())
+    }
+}
+
 /// A storage driver.
 pub trait Snapshotter: Send + Sync {
     /// The name users see: `overlay2` or `copy`.
@@ -120,6 +153,14 @@ pub trait Snapshotter: Send + Sync {
 
     /// Remove a snapshot that has no children: its row first, then its directory.
     fn remove(&self, key: &str) -> Result<()>;
+
+    /// The first half of [`Snapshotter::remove`]: delete the record of `key` (which must have no
+    /// children and nothing mounted inside its directory) in the caller's write transaction
+    /// `tx`, so that it goes together with whatever the caller deletes in it, and return the
+    /// files, which the caller removes after the commit. Until then the directory is an orphan
+    /// to everyone else, unless the caller lists [`SnapshotFiles::id`] under a lease as
+    /// [`FILES_BEING_REMOVED`] in the same transaction.
+    fn remove_record(&self, tx: &Transaction, key: &str) -> Result<SnapshotFiles>;
 
     /// What is known about `key`.
     fn stat(&self, key: &str) -> Result<Info>;
@@ -352,12 +393,21 @@ impl Store {
         Ok(())
     }
 
-    /// Delete the row of `key` if it has no children, returning it (the caller then removes the
-    /// directory).
-    pub(crate) fn remove_row(&self, key: &str) -> Result<SnapshotRow> {
-        // Refuse while something is mounted inside the snapshot's directory (its `merged` dir),
-        // before the row goes, so nothing is half removed.
-        let row = self.get(key)?;
+    /// Delete the row of `key` if it has no children and nothing is mounted inside its
+    /// directory, in the write transaction `tx`, and return it with the files to remove once
+    /// `tx` commits: `helpers` (entries of the driver pointing into the directory) first, then
+    /// the directory.
+    pub(crate) fn remove_row_in(
+        &self,
+        tx: &Transaction,
+        key: &str,
+        helpers: impl FnOnce(&SnapshotRow) -> Vec<PathBuf>,
+    ) -> Result<SnapshotFiles> {
+        let Some(row) = rows::get(tx, key)? else {
+            return Err(StorageError::SnapshotNotFound(key.to_string()));
+        };
+        // Refused while something is mounted inside the snapshot's directory (its `merged`
+        // dir), before the row goes, so nothing is half removed.
         let dir = self.dir(&row.id);
         if let Some(path) = mounted_inside(&dir) {
             return Err(StorageError::Mounted {
@@ -365,20 +415,30 @@ impl Store {
                 path,
             });
         }
-        self.meta.write(|tx| {
-            let Some(row) = rows::get(tx, key)? else {
-                return Ok(Err(StorageError::SnapshotNotFound(key.to_string())));
-            };
-            let children = rows::children(tx, key)?;
-            if !children.is_empty() {
-                return Ok(Err(StorageError::HasChildren {
-                    key: key.to_string(),
-                    children: children.len(),
-                }));
-            }
-            rows::delete(tx, key)?;
-            Ok(Ok(row))
-        })?
+        let children = rows::children(tx, key)?;
+        if !children.is_empty() {
+            return Err(StorageError::HasChildren {
+                key: key.to_string(),
+                children: children.len(),
+            });
+        }
+        rows::delete(tx, key)?;
+        let mut paths = helpers(&row);
+        paths.push(dir);
+        Ok(SnapshotFiles { id: row.id, paths })
+    }
+
+    /// [`Store::remove_row_in`] in a transaction of its own, then the files.
+    pub(crate) fn remove_now(
+        &self,
+        key: &str,
+        remove_record: impl FnOnce(&Transaction) -> Result<SnapshotFiles>,
+    ) -> Result<()> {
+        let files = self.meta.try_write(|tx| Ok(remove_record(tx)))??;
+        let id = files.id().to_string();
+        files.remove()?;
+        tracing::debug!(driver = self.driver, key, %id, "removed snapshot");
+        Ok(())
     }
 
     pub(crate) fn stat(&self, key: &str) -> Result<Info> {
@@ -451,14 +511,25 @@ impl Store {
                 dirs.push(name.to_string_lossy().into_owned());
             }
         }
-        let all = self.meta.read(rows::list)?;
+        // The rows and the directories being removed in one view: a removal deletes a row and
+        // lists its directory in one transaction.
+        let (all, being_removed) = self.meta.read_consistent(|c| {
+            Ok((
+                rows::list(c)?,
+                carrel_meta::leases::protected(c, FILES_BEING_REMOVED)?,
+            ))
+        })?;
         let ids: HashSet<&str> = all.iter().map(|r| r.id.as_str()).collect();
         let mut report = CleanupReport::default();
         for id in dirs {
-            if ids.contains(id.as_str()) {
+            if ids.contains(id.as_str()) || being_removed.contains(&id) {
                 continue;
             }
             let p = self.dir(&id);
+            // Listed before its removal ended (and its lease was released): not an orphan.
+            if std::fs::symlink_metadata(&p).is_err() {
+                continue;
+            }
             if !dry_run {
                 remove_tree(&p).map_err(|e| StorageError::io("removing orphan", &p, e))?;
                 tracing::info!(driver = self.driver, path = %p.display(), "removed orphan snapshot directory");
@@ -566,7 +637,10 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     if !meta.is_dir() {
         return std::fs::remove_file(path);
     }
-    let fd = open_dir_nofollow(rustix::fs::CWD, path)?;
+    let fd = match open_dir_nofollow(rustix::fs::CWD, path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
     let mnt = mount_id(&fd, Path::new(""))?;
     // The subdirectories (a layer's `diff`, `work`, `merged`) go at the same time, shared
     // among at most REMOVAL_THREADS threads: removing a directory waits on the filesystem
@@ -681,20 +755,30 @@ fn remove_entry(
             ),
         )
     };
+    // An entry that vanished meanwhile was removed by someone else removing the same tree (a
+    // cleanup of orphans racing a removal): not an error.
+    let gone = |r: io::Result<()>| match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    };
     if is_dir {
-        if mount_id(dir, name)? != mnt {
-            return Err(busy());
-        }
-        let child = open_dir_nofollow(dir, name)?;
+        let child = match mount_id(dir, name) {
+            Ok(id) if id != mnt => return Err(busy()),
+            Ok(_) => open_dir_nofollow(dir, name),
+            Err(e) => Err(e),
+        };
+        let child = match child {
+            Ok(fd) => fd,
+            Err(e) => return gone(Err(e)),
+        };
         remove_contents(&child, mnt, &shown.join(name))?;
-        rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+        gone(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(io::Error::from))
     } else {
         match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
-            Err(rustix::io::Errno::BUSY) => return Err(busy()),
-            other => other?,
+            Err(rustix::io::Errno::BUSY) => Err(busy()),
+            other => gone(other.map_err(io::Error::from)),
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

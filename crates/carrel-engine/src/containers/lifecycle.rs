@@ -7,6 +7,7 @@
 //! the monitor (its sync socket and `attach.sock`) and to the runtime (signals).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::monitor::client::{self, AttachStream, MonitorHandle, Recovery};
@@ -14,7 +15,7 @@ use super::monitor::{ContainerHooks, ExitInfo, Started};
 use super::runtime::{RunError, Runtime, RuntimeProbe};
 use super::spec::{NetworkMode, RunPlan};
 use super::types::Status;
-use super::{Container, EngineError};
+use super::{Container, ContainerFiles, EngineError};
 use crate::{Engine, Result};
 
 /// Docker's default stop timeout in seconds.
@@ -425,14 +426,41 @@ pub enum MonitorLaunch<'a> {
 pub struct StoreHooks<'a> {
     engine: &'a Engine,
     id: String,
+    removed: RemovedFiles,
 }
+
+/// Where the monitor keeps the files of its container once `--rm` removed it, until the exit is
+/// reported and they are deleted ([`StoreHooks`] made afresh for each call share one).
+#[derive(Debug, Default, Clone)]
+pub struct RemovedFiles(Arc<Mutex<Option<ContainerFiles>>>);
 
 impl<'a> StoreHooks<'a> {
     /// Hooks for container `id`.
     pub fn new(engine: &'a Engine, id: &str) -> StoreHooks<'a> {
+        StoreHooks::sharing(engine, id, RemovedFiles::default())
+    }
+
+    /// Hooks for container `id` that keep the files of a removed container in `removed`.
+    pub fn sharing(engine: &'a Engine, id: &str, removed: RemovedFiles) -> StoreHooks<'a> {
         StoreHooks {
             engine,
             id: id.to_string(),
+            removed,
+        }
+    }
+
+    /// Delete the files of the container `--rm` removed, if it did.
+    fn remove_files(&self) {
+        let files = self
+            .removed
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(files) = files
+            && let Err(e) = self.engine.remove_container_files(files)
+        {
+            tracing::warn!(error = %e, "deleting the removed container's files failed; the next cleanup reclaims them");
         }
     }
 
@@ -495,7 +523,7 @@ impl ContainerHooks for StoreHooks<'_> {
         recorded
     }
 
-    fn on_auto_remove(&self) -> std::result::Result<(), RunError> {
+    fn on_auto_remove(&self) -> std::result::Result<bool, RunError> {
         if self
             .engine
             .container_dir(&self.id)
@@ -503,14 +531,22 @@ impl ContainerHooks for StoreHooks<'_> {
             .exists()
         {
             tracing::debug!("restarting: the container is kept");
-            return Ok(());
+            return Ok(false);
         }
         tracing::debug!("removing the container (--rm)");
-        let r = self
+        // The container is gone for everyone once its record is; its files go after the exit is
+        // reported, as work in flight under the removal's lease (a crash of this process leaves
+        // them to the lease's recovery).
+        let files = self
             .engine
-            .container_remove(&self.id, false, true)
-            .map_err(hook_error);
+            .container_remove_record(&self.id, false, true)
+            .map_err(hook_error)?;
+        *self.removed.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(files);
         tracing::debug!("removed");
-        r
+        Ok(true)
+    }
+
+    fn after_exit_reported(&self) {
+        self.remove_files();
     }
 }

@@ -48,6 +48,17 @@ pub struct ContainerSpec {
     pub mounts: Option<carrel_mountspec::MountPlan>,
 }
 
+/// The files of a container whose record is gone ([`Engine::container_remove_record`]): its
+/// directory, its writable layer's files and the lease listing them until
+/// [`Engine::remove_container_files`] deletes them.
+#[derive(Debug)]
+#[must_use = "the container's files stay on disk until removed"]
+pub(crate) struct ContainerFiles {
+    dir: PathBuf,
+    layer: Option<carrel_storage::SnapshotFiles>,
+    lease: Option<carrel_meta::Lease>,
+}
+
 /// A container as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Container {
@@ -543,31 +554,71 @@ impl Engine {
         Ok(())
     }
 
-    /// Remove every trace of a container: record first, then its writable layer and its
-    /// directory (at the same time, on two threads: neither depends on the other, and `run --rm`
-    /// waits for both). Missing pieces are fine (used to roll back a failed create and to finish
-    /// a removal).
+    /// Remove every trace of a container: its record (with its writable layer's), then the
+    /// layer's files and its directory. Missing pieces are fine (used to roll back a failed
+    /// create and to finish a removal).
     pub(crate) fn discard_container(&self, id: &str) -> Result<()> {
-        self.discard_container_under(id, None)
+        let files = self.discard_container_record(id, None)?;
+        self.remove_container_files(files)
     }
 
-    /// [`Engine::discard_container`], listing the container under `lease` in the transaction
-    /// that deletes its record, so that a crash before the rest is gone leaves it to the
-    /// lease's recovery.
-    fn discard_container_under(&self, id: &str, lease: Option<&carrel_meta::Lease>) -> Result<()> {
-        self.meta().write(|tx| {
-            if let Some(lease) = lease {
-                lease.add(tx, "container", id)?;
+    /// Delete the records of a container and of its writable layer in one transaction and
+    /// return their files. Under `lease`, the container and the layer's directory are listed
+    /// in the same transaction, so that the files are work in flight until
+    /// [`Engine::remove_container_files`] has deleted them and released the lease, and a crash
+    /// meanwhile leaves them to the lease's recovery. Nothing changes when the layer cannot go
+    /// (something is mounted in it).
+    fn discard_container_record(
+        &self,
+        id: &str,
+        lease: Option<carrel_meta::Lease>,
+    ) -> Result<ContainerFiles> {
+        let layer = self
+            .meta()
+            .try_write(|tx| {
+                if let Some(lease) = &lease {
+                    lease.add(tx, "container", id)?;
+                }
+                rows::delete(tx, id)?;
+                match self.snapshotter().remove_record(tx, id) {
+                    Ok(files) => {
+                        if let Some(lease) = &lease {
+                            lease.add(tx, carrel_storage::FILES_BEING_REMOVED, files.id())?;
+                        }
+                        Ok(Ok(Some(files)))
+                    }
+                    Err(carrel_storage::StorageError::SnapshotNotFound(_)) => Ok(Ok(None)),
+                    Err(e) => Ok(Err(EngineError::from(e))),
+                }
+            })
+            .map_err(EngineError::from)
+            .and_then(|r| r);
+        let layer = match layer {
+            Ok(layer) => layer,
+            Err(e) => {
+                if let Some(lease) = lease {
+                    let _ = lease.release(self.meta());
+                }
+                return Err(e);
             }
-            rows::delete(tx, id)?;
-            Ok(())
-        })?;
-        let dir = self.container_dir(id);
+        };
+        Ok(ContainerFiles {
+            dir: self.container_dir(id),
+            layer,
+            lease,
+        })
+    }
+
+    /// Delete what [`Engine::discard_container_record`] left: the writable layer's files and the
+    /// container directory at the same time (on two threads: neither depends on the other),
+    /// then release the lease that listed them.
+    pub(crate) fn remove_container_files(&self, files: ContainerFiles) -> Result<()> {
+        let ContainerFiles { dir, layer, lease } = files;
         let (layer, directory) = std::thread::scope(|s| {
             let directory = std::thread::Builder::new()
                 .name("remove-dir".into())
                 .spawn_scoped(s, || carrel_core::fs::remove_all(&dir));
-            let layer = self.snapshotter().remove(id);
+            let layer = layer.map_or(Ok(()), |l| l.remove());
             let directory = match directory {
                 Ok(thread) => thread
                     .join()
@@ -577,17 +628,30 @@ impl Engine {
             };
             (layer, directory)
         });
-        match layer {
-            Ok(()) | Err(carrel_storage::StorageError::SnapshotNotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        // Released even when a removal failed: what is left is then an orphan, reported by
+        // `system check` and reclaimed by the next cleanup.
+        let released = lease.map_or(Ok(()), |l| l.release(self.meta()));
+        layer?;
         directory.map_err(|e| EngineError::io("removing container directory", &dir, e))?;
-        Ok(())
+        Ok(released?)
     }
 
     /// `carrel rm`: remove a container (a running one only with `force`, which kills it first).
     /// With `volumes`, its anonymous volumes go too.
     pub fn container_remove(&self, name_or_id: &str, force: bool, volumes: bool) -> Result<()> {
+        let files = self.container_remove_record(name_or_id, force, volumes)?;
+        self.remove_container_files(files)
+    }
+
+    /// [`Engine::container_remove`] up to the deletion of the container's files: once this
+    /// returns, the container is gone for every command (its name is free, no list shows it);
+    /// its files are work in flight under a lease until [`Engine::remove_container_files`].
+    pub(crate) fn container_remove_record(
+        &self,
+        name_or_id: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<ContainerFiles> {
         let c = self.resolve_container(name_or_id)?;
         if c.is_running() {
             if !force {
@@ -602,16 +666,12 @@ impl Engine {
         // Whatever this container still holds of its volumes (a driver-backed volume stays
         // mounted for a user until released).
         self.release_container_volumes(&c.id, c.spec.mounts.as_ref(), false);
-        let result = self.discard_container_under(&c.id, Some(&lease));
-        lease.release(self.meta())?;
-        if result.is_ok() {
-            self.emit_container_event(&c, "destroy", &[]);
-        }
-        result?;
+        let files = self.discard_container_record(&c.id, Some(lease))?;
+        self.emit_container_event(&c, "destroy", &[]);
         if volumes {
             self.remove_container_volumes(c.spec.mounts.as_ref());
         }
-        Ok(())
+        Ok(files)
     }
 
     /// `carrel rename`.
@@ -709,6 +769,100 @@ mod tests {
         };
         merge_image_config(&mut c, &image);
         assert_eq!(c.cmd.unwrap(), vec!["sh"]);
+    }
+
+    /// An engine on a fresh data root with the busybox image (built from the host's
+    /// busybox-static), and a created container.
+    fn engine_with_container(dir: &std::path::Path) -> (Engine, String) {
+        let engine = Engine::open(&crate::EngineOptions {
+            root: dir.join("root"),
+            storage_driver: None,
+        })
+        .unwrap();
+        engine
+            .import_busybox(std::path::Path::new("/bin/busybox"), "busybox:latest")
+            .unwrap();
+        let id = create(&engine);
+        (engine, id)
+    }
+
+    fn create(engine: &Engine) -> String {
+        engine
+            .container_create(CreateRequest {
+                name: String::new(),
+                config: Config {
+                    image: "busybox".into(),
+                    cmd: Some(vec!["true".into()]),
+                    ..Default::default()
+                },
+                host_config: HostConfig::default(),
+            })
+            .unwrap()
+            .id
+    }
+
+    fn layer_dir(engine: &Engine, id: &str) -> PathBuf {
+        let c = engine.resolve_container(id).unwrap();
+        engine
+            .snapshotter()
+            .paths(&c.snapshot)
+            .unwrap()
+            .upper
+            .parent()
+            .unwrap()
+            .to_path_buf()
+    }
+
+    fn assert_check_clean(engine: &Engine) {
+        let report = engine.system_check(false).unwrap();
+        assert!(report.is_clean(), "{report:#?}");
+    }
+
+    /// A removal in two halves (`--rm` deletes the files after reporting the exit): between
+    /// them the container is gone for every command while its files are work in flight, which
+    /// `system check` does not report and a cleanup does not touch; if the process dies there,
+    /// the next command's recovery deletes them.
+    #[test]
+    fn files_of_a_removed_container_are_work_in_flight_then_recovered() {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test mounts and needs root"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let (engine, id) = engine_with_container(tmp.path());
+        let (dir, layer) = (engine.container_dir(&id), layer_dir(&engine, &id));
+        assert!(dir.is_dir() && layer.is_dir());
+
+        let files = engine.container_remove_record(&id, false, false).unwrap();
+        assert!(engine.resolve_container(&id).is_err());
+        assert!(engine.containers().unwrap().is_empty());
+        assert!(dir.is_dir() && layer.is_dir(), "files go later");
+        assert_check_clean(&engine);
+        engine.collect_garbage().unwrap();
+        assert!(
+            dir.is_dir() && layer.is_dir(),
+            "a cleanup leaves them alone"
+        );
+        engine.remove_container_files(files).unwrap();
+        assert!(!dir.exists() && !layer.exists());
+        assert_check_clean(&engine);
+
+        // The process dies between the halves: its lease dies with it (dropping the lease
+        // releases its lock and keeps its rows, as a crash does).
+        let id = create(&engine);
+        let (dir, layer) = (engine.container_dir(&id), layer_dir(&engine, &id));
+        let files = engine.container_remove_record(&id, false, false).unwrap();
+        drop(files);
+        assert!(dir.is_dir() && layer.is_dir());
+        let report = engine.system_check(false).unwrap();
+        assert_eq!(report.dead_leases.len(), 1, "{report:#?}");
+        let reopened = Engine::open(&crate::EngineOptions {
+            root: tmp.path().join("root"),
+            storage_driver: None,
+        })
+        .unwrap();
+        assert!(!dir.exists() && !layer.exists(), "recovered at open");
+        assert_check_clean(&reopened);
     }
 
     #[test]

@@ -101,10 +101,16 @@ pub trait ContainerHooks {
     fn on_exited(&self, _exit: &ExitInfo) -> Result<(), RunError> {
         Ok(())
     }
-    /// `--rm`: remove the container (record, writable layer, directory).
-    fn on_auto_remove(&self) -> Result<(), RunError> {
-        Ok(())
+    /// `--rm`: remove the container (record, writable layer, directory). Returns whether it
+    /// is gone (a restart keeps it); the deletion of its files may be left to
+    /// [`ContainerHooks::after_exit_reported`].
+    fn on_auto_remove(&self) -> Result<bool, RunError> {
+        Ok(false)
     }
+    /// The clients have been told how the container ended (or that it could not start): the
+    /// time for work nobody waits for, such as deleting the files of a container removed by
+    /// `--rm`. Called once, last.
+    fn after_exit_reported(&self) {}
 }
 
 /// Hooks that do nothing (the monitor still writes `monitor.json` and `exit.json`).
@@ -320,6 +326,7 @@ pub fn run_monitor(
                     &serde_json::to_vec(&payload).unwrap_or_default(),
                 );
             }
+            hooks.after_exit_reported();
             return Err(e);
         }
     };
@@ -1099,13 +1106,15 @@ impl Monitor {
         if let Err(e) = hooks.on_exited(&exit) {
             tracing::warn!(error = %e, "recording the exit failed");
         }
-        if self.plan.auto_remove
-            && let Err(e) = hooks.on_auto_remove()
-        {
-            tracing::warn!(error = %e, "removing the container failed");
-        }
-        // A layer kept (no `--rm`, a restart, a failed removal) may be mounted again.
-        if unmounted && self.dir.exists() {
+        let removed = self.plan.auto_remove
+            && hooks.on_auto_remove().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "removing the container failed");
+                false
+            });
+        // A layer kept (no `--rm`, a restart, a failed removal) may be mounted again; the
+        // marker of one about to be deleted is left to the deletion (removing it alone costs
+        // ~1 ms on some disks, and the client waits for what happens before the exit is sent).
+        if unmounted && !removed && self.dir.exists() {
             remove_volatile_markers(&root_mounts(&self.plan));
         }
         self.listener = None;
@@ -1116,6 +1125,7 @@ impl Monitor {
         }
         self.clients.clear();
         self.cleanup(false);
+        hooks.after_exit_reported();
         Ok(exit_code)
     }
 }

@@ -6,7 +6,7 @@
 use anyhow::{Result, bail};
 
 use carrel_engine::Engine;
-use carrel_engine::containers::lifecycle::StoreHooks;
+use carrel_engine::containers::lifecycle::{RemovedFiles, StoreHooks};
 use carrel_engine::containers::monitor::{
     self, Assignment, ContainerHooks, ExitInfo, MonitorOptions, Started,
 };
@@ -46,6 +46,7 @@ pub fn run(global: &GlobalOptions, args: &ContainerMonitorArgs) -> Result<u8> {
         id: &id,
         engine: std::sync::OnceLock::new(),
         opening: std::sync::Mutex::new(None),
+        removed: RemovedFiles::default(),
     };
     let code = monitor::run_monitor(&dir, opts, &hooks)?;
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(255))
@@ -120,6 +121,8 @@ struct LazyStoreHooks<'a> {
     /// The first open, started on a thread of its own when the monitor starts, so that it runs
     /// while the container starts instead of delaying the first state update after it.
     opening: std::sync::Mutex<Option<std::thread::JoinHandle<Option<Engine>>>>,
+    /// The files of the container once `--rm` removed it, deleted after the exit is reported.
+    removed: RemovedFiles,
 }
 
 impl LazyStoreHooks<'_> {
@@ -152,11 +155,15 @@ impl LazyStoreHooks<'_> {
         }
     }
 
-    fn with(
+    fn with<T>(
         &self,
-        f: impl FnOnce(&StoreHooks<'_>) -> Result<(), RunError>,
-    ) -> Result<(), RunError> {
-        f(&StoreHooks::new(self.engine()?, self.id))
+        f: impl FnOnce(&StoreHooks<'_>) -> Result<T, RunError>,
+    ) -> Result<T, RunError> {
+        f(&StoreHooks::sharing(
+            self.engine()?,
+            self.id,
+            self.removed.clone(),
+        ))
     }
 }
 
@@ -184,8 +191,14 @@ impl ContainerHooks for LazyStoreHooks<'_> {
     fn on_exited(&self, exit: &ExitInfo) -> Result<(), RunError> {
         self.with(|h| h.on_exited(exit))
     }
-    fn on_auto_remove(&self) -> Result<(), RunError> {
+    fn on_auto_remove(&self) -> Result<bool, RunError> {
         self.with(|h| h.on_auto_remove())
+    }
+    fn after_exit_reported(&self) {
+        let _ = self.with(|h| {
+            h.after_exit_reported();
+            Ok(())
+        });
     }
 }
 
