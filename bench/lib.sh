@@ -343,6 +343,23 @@ wait_quiet() {
   ((waited == 0)) || log "quiet after ${waited}s"
 }
 
+# settle: wait (untimed, at most SETTLE_MAX_MS, default 3000) until the per-container helpers the
+# last command left running have exited: carrel's monitor (which deletes the runtime's state and
+# the files of a --rm container after telling the client), docker's containerd-shim, podman's
+# conmon. Each engine is timed until its command returns, as a user waits; what it does after
+# that must not run into the next subject's time. SETTLED_MS holds how long the wait took.
+settle() {
+  local max=${SETTLE_MAX_MS:-3000} t0 t1
+  t0=${EPOCHREALTIME/./}
+  while pgrep -f -- "--root $CARREL_ROOT container-monitor|containerd-shim|conmon" >/dev/null; do
+    t1=${EPOCHREALTIME/./}
+    (((t1 - t0) / 1000 >= max)) && { log "helpers still running after ${max} ms: going on"; break; }
+    sleep 0.002
+  done
+  t1=${EPOCHREALTIME/./}
+  SETTLED_MS=$(_ms_between "$t0" "$t1")
+}
+
 # rotate R ITEM...: the items rotated left by R (A/B alternation: every engine goes first in turn,
 # so slow drifts of these shared VMs hit all engines alike)
 rotate() {

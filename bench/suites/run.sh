@@ -13,7 +13,11 @@
 # so all three engines run the very same layer. The runtime: runc for all (docker's and podman's
 # default here; `carrel run --runtime runc`), then crun for all (`docker run --runtime crun`,
 # `podman --runtime crun run`, `carrel run --runtime crun`). Every subject runs once per round,
-# in an order rotated each round (A/B alternation); WARMUP untimed runs each first.
+# in an order rotated each round (A/B alternation); WARMUP untimed runs each first. After each
+# command, the next waits until the helpers it left (carrel's monitor, containerd-shim, conmon)
+# have exited: each engine is timed until its command returns, and what it does afterwards (the
+# runtime's state and a --rm container's files deleted) is reported apart, never in another
+# subject's time.
 #
 # Usage: bench/suites/run.sh            (or bench/run.sh run)
 # Environment: ROUNDS (default 21), WARMUP (default 3), RUNTIMES (default "runc crun").
@@ -91,7 +95,11 @@ one() {
     bare)   name="$rt run (bare)"; cmd=(bare "$rt" "$RUN_DIR/bundle-eq-$rt") ;;
     barespec) name="$rt run (bare, $rt spec)"; cmd=(bare "$rt" "$RUN_DIR/bundle-$rt") ;;
   esac
-  if [ "$r" = warmup ]; then run_quiet "${cmd[@]}"; else timed "$G" "$name" "$r" "${cmd[@]}"; fi
+  if [ "$r" = warmup ]; then run_quiet "${cmd[@]}"; settle; return; fi
+  timed "$G" "$name" "$r" "${cmd[@]}"
+  # What the engine still did after the command returned (not part of its time above).
+  settle
+  record "$G: helpers still running after the command returned (untimed)" "$name" "$r" "$SETTLED_MS"
 }
 
 log "warm-up: $WARMUP untimed runs of each of ${#SUBJECTS[@]} subjects"
@@ -116,4 +124,4 @@ for rt in "${RUNTIMES[@]}"; do
          --aim "$rt: carrel's overhead over bare \`$rt run\`::diff::$G::carrel ($rt)::$G::$rt run (bare)::<::20")
 done
 write_report "run: carrel run vs docker run vs podman run, and the bare runtime" "${aims[@]}" \
-  --note "Conditions: one image (carrel's busybox, saved by carrel and loaded by the peers); containers with --rm, no network (docker --bridge=none, podman netns none, carrel's default); the command's wall time from fork to exit, stdin from /dev/null. Every subject runs once per round in a rotated order after $WARMUP warm-up runs each. The bare runtime runs carrel's own config.json for the container on a plain directory rootfs (no overlay mount, no image metadata, no monitor, no --rm bookkeeping): the difference is carrel's overhead. The runtime's own minimal spec runs as well, for reference: Docker's defaults (its mounts, masked paths, device cgroup rules) cost the runtime a few milliseconds more."
+  --note "Conditions: one image (carrel's busybox, saved by carrel and loaded by the peers); containers with --rm, no network (docker --bridge=none, podman netns none, carrel's default); the command's wall time from fork to exit, stdin from /dev/null. Every subject runs once per round in a rotated order after $WARMUP warm-up runs each; after each command the next one starts only when the per-container helpers it left have exited (carrel's monitor, docker's containerd-shim, podman's conmon), so that no engine's work after its command returned runs into another subject's time; how long that took is reported separately (untimed). The bare runtime runs carrel's own config.json for the container on a plain directory rootfs (no overlay mount, no image metadata, no monitor, no --rm bookkeeping): the difference is carrel's overhead. The runtime's own minimal spec runs as well, for reference: Docker's defaults (its mounts, masked paths, device cgroup rules) cost the runtime a few milliseconds more."
