@@ -348,15 +348,17 @@ wait_quiet() {
 # the files of a --rm container after telling the client), docker's containerd-shim, podman's
 # conmon. Each engine is timed until its command returns, as a user waits; what it does after
 # that must not run into the next subject's time. SETTLED_MS holds how long the wait took.
+# (SETTLED_MS is taken when the look that found none began: a look, a `pgrep` over /proc, takes
+# ~10 ms itself, so it is the resolution.)
 settle() {
   local max=${SETTLE_MAX_MS:-3000} t0 t1
   t0=${EPOCHREALTIME/./}
+  t1=$t0
   while pgrep -f -- "--root $CARREL_ROOT container-monitor|containerd-shim|conmon" >/dev/null; do
-    t1=${EPOCHREALTIME/./}
-    (((t1 - t0) / 1000 >= max)) && { log "helpers still running after ${max} ms: going on"; break; }
+    (((${EPOCHREALTIME/./} - t0) / 1000 >= max)) && { log "helpers still running after ${max} ms: going on"; break; }
     sleep 0.002
+    t1=${EPOCHREALTIME/./}
   done
-  t1=${EPOCHREALTIME/./}
   SETTLED_MS=$(_ms_between "$t0" "$t1")
 }
 

@@ -12,6 +12,9 @@ medians and the difference carrel - subject (ms). Then the timed commands, and t
 An aim is "LABEL::KIND::ARGS" with KIND one of
     ratio::G1::S1::G2::S2::OP::LIMIT   median(G1,S1) / median(G2,S2) OP LIMIT
     diff::G1::S1::G2::S2::OP::LIMIT    median(G1,S1) - median(G2,S2) OP LIMIT (ms)
+    pdiff::G1::S1::G2::S2::OP::LIMIT   median over rounds of (G1,S1) - (G2,S2) in the same round
+                                       OP LIMIT (ms): paired, so that the VM's drift between
+                                       rounds cancels out
     abs::G::S::OP::LIMIT               median(G,S) OP LIMIT (ms)
 with OP one of < <= > >=. An aim whose samples are missing is reported as "not measured".
 Adapted in spirit from /work/shared/bench/report.py (side-by-side medians), rewritten for
@@ -44,13 +47,15 @@ def main():
     a = ap.parse_args()
 
     samples = collections.OrderedDict()  # group -> OrderedDict(subject -> [ms])
+    by_round = {}  # (group, subject) -> {round: ms}
     with open(a.raw) as f:
         for line in f:
             p = line.rstrip("\n").split("\t")
             if len(p) != 4:
                 continue
-            g, s, _, ms = p
+            g, s, r, ms = p
             samples.setdefault(g, collections.OrderedDict()).setdefault(s, []).append(float(ms))
+            by_round.setdefault((g, s), {})[r] = float(ms)
     cmds = {}
     try:
         with open(a.cmds) as f:
@@ -105,6 +110,11 @@ def main():
                     val = None
                 else:
                     val = x / y if kind == "ratio" else x - y
+            elif kind == "pdiff":
+                g1, s1, g2, s2, op, lim = args
+                x, y = by_round.get((g1, s1), {}), by_round.get((g2, s2), {})
+                paired = [x[r] - y[r] for r in x if r in y]
+                val = statistics.median(paired) if paired else None
             elif kind == "abs":
                 g1, s1, op, lim = args
                 val = med(g1, s1)

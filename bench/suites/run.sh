@@ -121,7 +121,8 @@ for rt in "${RUNTIMES[@]}"; do
   G="run --rm busybox true, $rt"
   aims+=(--aim "$rt: carrel faster than docker::ratio::$G::carrel ($rt)::$G::docker ($rt)::<::1"
          --aim "$rt: carrel faster than podman::ratio::$G::carrel ($rt)::$G::podman ($rt)::<::1"
-         --aim "$rt: carrel's overhead over bare \`$rt run\`::diff::$G::carrel ($rt)::$G::$rt run (bare)::<::20")
+         --aim "$rt: carrel's overhead over bare \`$rt run\`::diff::$G::carrel ($rt)::$G::$rt run (bare)::<::20"
+         --aim "$rt: the same, median of the per-round differences::pdiff::$G::carrel ($rt)::$G::$rt run (bare)::<::20")
 done
 write_report "run: carrel run vs docker run vs podman run, and the bare runtime" "${aims[@]}" \
   --note "Conditions: one image (carrel's busybox, saved by carrel and loaded by the peers); containers with --rm, no network (docker --bridge=none, podman netns none, carrel's default); the command's wall time from fork to exit, stdin from /dev/null. Every subject runs once per round in a rotated order after $WARMUP warm-up runs each; after each command the next one starts only when the per-container helpers it left have exited (carrel's monitor, docker's containerd-shim, podman's conmon), so that no engine's work after its command returned runs into another subject's time; how long that took is reported separately (untimed). The bare runtime runs carrel's own config.json for the container on a plain directory rootfs (no overlay mount, no image metadata, no monitor, no --rm bookkeeping): the difference is carrel's overhead. The runtime's own minimal spec runs as well, for reference: Docker's defaults (its mounts, masked paths, device cgroup rules) cost the runtime a few milliseconds more."
