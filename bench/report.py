@@ -85,7 +85,11 @@ def main():
             m = statistics.median(v)
             row = f"| {s} | {fmt_ms(m)} | {fmt_ms(min(v))}–{fmt_ms(max(v))} | {len(v)} |"
             if ref:
-                row += " — | — |" if s == ref else f" {rm / m:.2f} | {'+' if rm >= m else '-'}{fmt_ms(abs(rm - m))} |"
+                if s == ref:
+                    row += " — | — |"
+                else:
+                    ratio = f"{rm / m:.2f}" if m else "—"
+                    row += f" {ratio} | {'+' if rm >= m else '-'}{fmt_ms(abs(rm - m))} |"
             out.append(row)
         out.append("")
     # the commands, once per (group, subject)
