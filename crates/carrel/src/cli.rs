@@ -139,6 +139,35 @@ pub struct ServeArgs {
     pub host: String,
 }
 
+impl Cli {
+    /// Docker's usage error for an option clap took as the image or container of `run`,
+    /// `create` or `exec` (their first word may not start with `-`: words from the image on
+    /// belong to the container's command, so clap lets them start with one): `unknown flag:
+    /// --bogus`, on one line with where to find the flags.
+    pub fn unknown_flag(&self) -> Option<String> {
+        let (command, first) = match &self.command {
+            Command::Run(a) | Command::Container(ContainerCommand::Run(a)) => {
+                ("run", a.create.image_and_command.first())
+            }
+            Command::Create(a) | Command::Container(ContainerCommand::Create(a)) => {
+                ("create", a.image_and_command.first())
+            }
+            Command::Exec(a) | Command::Container(ContainerCommand::Exec(a)) => {
+                ("exec", a.container_and_command.first())
+            }
+            _ => return None,
+        };
+        let word = first?;
+        let flag = if let Some(long) = word.strip_prefix("--") {
+            format!("unknown flag: --{}", long.split('=').next().unwrap_or(long))
+        } else {
+            let short = word.strip_prefix('-')?.chars().next()?;
+            format!("unknown shorthand flag: '{short}' in {word}")
+        };
+        Some(format!("{flag} (see 'carrel {command} --help')"))
+    }
+}
+
 /// `carrel container-monitor` (hidden): the per-container monitor process.
 #[derive(Debug, Args)]
 pub struct ContainerMonitorArgs {
@@ -968,6 +997,27 @@ mod tests {
     #[test]
     fn command_line_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn an_unknown_flag_before_the_image_is_a_usage_error() {
+        use clap::Parser;
+        let parse = |args: &[&str]| super::Cli::try_parse_from(args).unwrap().unknown_flag();
+        assert_eq!(
+            parse(&["carrel", "run", "--rm", "--bogus", "busybox"]).as_deref(),
+            Some("unknown flag: --bogus (see 'carrel run --help')")
+        );
+        assert_eq!(
+            parse(&["carrel", "container", "create", "--bogus=1", "busybox"]).as_deref(),
+            Some("unknown flag: --bogus (see 'carrel create --help')")
+        );
+        assert_eq!(
+            parse(&["carrel", "exec", "-Z", "c1", "ls"]).as_deref(),
+            Some("unknown shorthand flag: 'Z' in -Z (see 'carrel exec --help')")
+        );
+        // Options after the image are the command's; `-` alone is no flag.
+        assert_eq!(parse(&["carrel", "run", "busybox", "ls", "--bogus"]), None);
+        assert_eq!(parse(&["carrel", "exec", "c1", "-", "x"]), None);
     }
 
     #[test]

@@ -38,6 +38,10 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Some(usage) = cli.unknown_flag() {
+        eprintln!("Error: {usage}");
+        return ExitCode::from(EXIT_USAGE);
+    }
     init_logging(&cli.global);
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),

@@ -1937,6 +1937,22 @@ fn bad_input_is_one_clear_error_and_leaves_nothing() {
             &format!("Invalid container name ({bad}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"),
         );
     }
+    // An unknown option before the image is the usage error docker gives, not an image name.
+    check(
+        &["run", "--bogus", "busybox", "true"],
+        125,
+        "unknown flag: --bogus (see 'carrel run --help')",
+    );
+    check(
+        &["create", "-Z", "busybox"],
+        125,
+        "unknown shorthand flag: 'Z' in -Z",
+    );
+    check(
+        &["exec", "--bogus", "busy", "true"],
+        125,
+        "unknown flag: --bogus",
+    );
     check(
         &["run", "--network", "bridge", "busybox", "true"],
         125,
