@@ -627,7 +627,8 @@ const REMOVAL_THREADS: usize = 4;
 
 /// Remove a file or a directory tree without following symlinks and without ever descending
 /// into another mount (a still-mounted `merged` dir or bind makes it fail with `EBUSY` instead of
-/// deleting through the mount). A missing path is not an error.
+/// deleting through the mount). A missing path is not an error, nor are entries that vanish
+/// meanwhile (another process removing the same tree: a cleanup of orphans racing a removal).
 pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -635,7 +636,7 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
         Err(e) => return Err(e),
     };
     if !meta.is_dir() {
-        return std::fs::remove_file(path);
+        return gone_is_fine(std::fs::remove_file(path));
     }
     let fd = match open_dir_nofollow(rustix::fs::CWD, path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -644,8 +645,7 @@ pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     let mnt = mount_id(&fd, Path::new(""))?;
     // The subdirectories (a layer's `diff`, `work`, `merged`) go at the same time, shared
     // among at most REMOVAL_THREADS threads: removing a directory waits on the filesystem
-    // (freeing its block, a discard on some disks) much more than it computes, and `run --rm`
-    // waits for all of it.
+    // (freeing its block, a discard on some disks) much more than it computes.
     let entries = list_entries(&fd)?;
     let (dirs, files): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(_, is_dir)| *is_dir);
     let threads = dirs.len().clamp(1, REMOVAL_THREADS);
@@ -737,6 +737,14 @@ fn remove_contents(dir: &OwnedFd, mnt: u64, shown: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// An entry that vanished meanwhile was removed by someone else removing the same tree.
+fn gone_is_fine(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 /// Remove the entry `name` of `dir` (shown as `shown/name`), a directory with all it holds;
 /// never crossing into another mount (`mnt` is the tree's own).
 fn remove_entry(
@@ -755,12 +763,6 @@ fn remove_entry(
             ),
         )
     };
-    // An entry that vanished meanwhile was removed by someone else removing the same tree (a
-    // cleanup of orphans racing a removal): not an error.
-    let gone = |r: io::Result<()>| match r {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    };
     if is_dir {
         let child = match mount_id(dir, name) {
             Ok(id) if id != mnt => return Err(busy()),
@@ -769,14 +771,14 @@ fn remove_entry(
         };
         let child = match child {
             Ok(fd) => fd,
-            Err(e) => return gone(Err(e)),
+            Err(e) => return gone_is_fine(Err(e)),
         };
         remove_contents(&child, mnt, &shown.join(name))?;
-        gone(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(io::Error::from))
+        gone_is_fine(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR).map_err(io::Error::from))
     } else {
         match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
             Err(rustix::io::Errno::BUSY) => Err(busy()),
-            other => gone(other.map_err(io::Error::from)),
+            other => gone_is_fine(other.map_err(io::Error::from)),
         }
     }
 }

@@ -771,19 +771,42 @@ mod tests {
         assert_eq!(c.cmd.unwrap(), vec!["sh"]);
     }
 
-    /// An engine on a fresh data root with the busybox image (built from the host's
-    /// busybox-static), and a created container.
-    fn engine_with_container(dir: &std::path::Path) -> (Engine, String) {
-        let engine = Engine::open(&crate::EngineOptions {
-            root: dir.join("root"),
-            storage_driver: None,
-        })
-        .unwrap();
-        engine
-            .import_busybox(std::path::Path::new("/bin/busybox"), "busybox:latest")
+    /// A fresh data root (in the returned temporary directory) with the busybox image, built
+    /// from the host's busybox-static, and a created container whose directory and layer exist.
+    struct Fixture {
+        tmp: tempfile::TempDir,
+        engine: Engine,
+        id: String,
+        dir: PathBuf,
+        layer: PathBuf,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            assert!(
+                rustix::process::geteuid().is_root(),
+                "this test mounts and needs root"
+            );
+            let tmp = tempfile::tempdir().unwrap();
+            let engine = Engine::open(&crate::EngineOptions {
+                root: tmp.path().join("root"),
+                storage_driver: None,
+            })
             .unwrap();
-        let id = create(&engine);
-        (engine, id)
+            engine
+                .import_busybox(std::path::Path::new("/bin/busybox"), "busybox:latest")
+                .unwrap();
+            let id = create(&engine);
+            let (dir, layer) = (engine.container_dir(&id), layer_dir(&engine, &id));
+            assert!(dir.is_dir() && layer.is_dir());
+            Fixture {
+                tmp,
+                engine,
+                id,
+                dir,
+                layer,
+            }
+        }
     }
 
     fn create(engine: &Engine) -> String {
@@ -824,14 +847,13 @@ mod tests {
     /// the next command's recovery deletes them.
     #[test]
     fn files_of_a_removed_container_are_work_in_flight_then_recovered() {
-        assert!(
-            rustix::process::geteuid().is_root(),
-            "this test mounts and needs root"
-        );
-        let tmp = tempfile::tempdir().unwrap();
-        let (engine, id) = engine_with_container(tmp.path());
-        let (dir, layer) = (engine.container_dir(&id), layer_dir(&engine, &id));
-        assert!(dir.is_dir() && layer.is_dir());
+        let Fixture {
+            tmp,
+            engine,
+            id,
+            dir,
+            layer,
+        } = Fixture::new();
 
         let files = engine.container_remove_record(&id, false, false).unwrap();
         assert!(engine.resolve_container(&id).is_err());
@@ -863,6 +885,43 @@ mod tests {
         .unwrap();
         assert!(!dir.exists() && !layer.exists(), "recovered at open");
         assert_check_clean(&reopened);
+    }
+
+    /// A removal whose layer cannot go (something mounted inside it) is refused whole: the
+    /// container stays, nothing of it is deleted, and its lease is released; once the mount is
+    /// gone the removal succeeds.
+    #[test]
+    fn a_removal_refused_by_the_layer_keeps_the_container() {
+        let Fixture {
+            tmp: _tmp,
+            engine,
+            id,
+            dir,
+            layer,
+        } = Fixture::new();
+        let merged = layer.join("merged");
+        use carrel_mount::Mounter;
+        let mounter = carrel_mount::KernelMounter::new();
+        let tmpfs = carrel_mount::Mount::Tmpfs {
+            options: Vec::new(),
+        };
+        mounter.mount_all(&[tmpfs], &merged).unwrap();
+        let refused = engine.container_remove(&id, true, false);
+        let unmounted = mounter.unmount(&merged, false);
+        let e = refused.expect_err("removal with a mount inside the layer");
+        unmounted.unwrap();
+        assert_eq!(
+            carrel_core::HasKind::kind(&e),
+            carrel_core::ErrorKind::Conflict
+        );
+        assert!(e.to_string().contains("merged"), "{e}");
+        assert_eq!(engine.resolve_container(&id).unwrap().id, id);
+        assert!(dir.is_dir() && layer.join("diff").is_dir());
+        assert!(engine.meta().read(leases::list).unwrap().is_empty());
+        assert_check_clean(&engine);
+        engine.container_remove(&id, true, false).unwrap();
+        assert!(!dir.exists() && !layer.exists());
+        assert_check_clean(&engine);
     }
 
     #[test]
