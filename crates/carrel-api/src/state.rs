@@ -36,8 +36,9 @@ pub struct State {
     pub events: broadcast::Sender<Event>,
 }
 
-/// How often the events log is read for new lines.
-const EVENTS_POLL: Duration = Duration::from_millis(20);
+/// How long the events feed waits for the log to change before it checks that the server is
+/// still there (it wakes at once when the log changes).
+const EVENTS_IDLE_CHECK: Duration = Duration::from_secs(1);
 
 impl State {
     /// The state for `engine`, with its events feed running.
@@ -57,7 +58,7 @@ impl State {
         std::thread::Builder::new()
             .name("events-feed".into())
             .spawn(move || {
-                let mut reader = match EventReader::open(&dir, false) {
+                let mut reader = match EventReader::follow(&dir) {
                     Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(%e, "cannot read the events log; no live events");
@@ -74,7 +75,10 @@ impl State {
                         }
                         Err(e) => tracing::debug!(%e, "reading the events log"),
                     }
-                    std::thread::sleep(EVENTS_POLL);
+                    if let Err(e) = reader.wait(EVENTS_IDLE_CHECK) {
+                        tracing::debug!(%e, "waiting for the events log");
+                        std::thread::sleep(EVENTS_IDLE_CHECK);
+                    }
                 }
             })
             .ok();

@@ -13,8 +13,10 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -143,6 +145,9 @@ impl Mode0600 for OpenOptions {
     }
 }
 
+/// How long [`EventReader::wait`] sleeps when the log cannot be watched (no inotify).
+const UNWATCHED_POLL: Duration = Duration::from_millis(20);
+
 /// Reads the log: what is there, then what is appended, across rotations.
 #[derive(Debug)]
 pub struct EventReader {
@@ -150,6 +155,8 @@ pub struct EventReader {
     file: Option<File>,
     ino: u64,
     pending: Vec<u8>,
+    /// An inotify instance watching the log's directory (followers only).
+    watch: Option<OwnedFd>,
 }
 
 impl EventReader {
@@ -162,6 +169,7 @@ impl EventReader {
             file: None,
             ino: 0,
             pending: Vec::new(),
+            watch: None,
         };
         if from_start {
             // The rotated file first, as a file of its own that is read to its end.
@@ -175,6 +183,82 @@ impl EventReader {
             r.file = Some(f);
         }
         Ok(r)
+    }
+
+    /// A reader positioned at the end of the log in `dir` that [`EventReader::wait`]s for the
+    /// log to change instead of polling it: the directory is watched with inotify (from before
+    /// the end is taken, so no append is missed). Without inotify, `wait` sleeps a little.
+    pub fn follow(dir: &Path) -> io::Result<EventReader> {
+        use rustix::fs::inotify;
+        let watch = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+            .and_then(|fd| {
+                inotify::add_watch(
+                    &fd,
+                    dir,
+                    inotify::WatchFlags::MODIFY
+                        | inotify::WatchFlags::CREATE
+                        | inotify::WatchFlags::MOVED_TO
+                        | inotify::WatchFlags::MOVED_FROM,
+                )?;
+                Ok(fd)
+            });
+        let watch = match watch {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot watch the events log; polling it");
+                None
+            }
+        };
+        let mut r = EventReader::open(dir, false)?;
+        r.watch = watch;
+        Ok(r)
+    }
+
+    /// Block until the log may have new events (something wrote, created or renamed a file of
+    /// the log) or `timeout` has passed. A follower alternates [`EventReader::read_new`] and
+    /// this.
+    pub fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        use rustix::fs::inotify;
+        let Some(fd) = self.watch.as_ref() else {
+            std::thread::sleep(timeout.min(UNWATCHED_POLL));
+            return Ok(());
+        };
+        let deadline = Instant::now() + timeout;
+        let mut buf = [std::mem::MaybeUninit::uninit(); 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            let ts = Timespec::try_from(left).map_err(io::Error::other)?;
+            let mut fds = [PollFd::new(fd, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&ts)) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            // Other files of the directory (the store's database) change too: only the log's
+            // files end the wait.
+            let mut log_changed = false;
+            let mut reader = inotify::Reader::new(fd, &mut buf);
+            loop {
+                match reader.next() {
+                    Ok(ev) => {
+                        let name = ev.file_name().map(|n| n.to_bytes()).unwrap_or_default();
+                        log_changed |= name.starts_with(EVENTS_FILE.as_bytes())
+                            || ev.events().contains(inotify::ReadFlags::QUEUE_OVERFLOW);
+                    }
+                    Err(rustix::io::Errno::WOULDBLOCK) => break,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if log_changed {
+                return Ok(());
+            }
+        }
     }
 
     /// The events appended since the last call (complete lines only; a line that does not parse
@@ -295,5 +379,43 @@ mod tests {
         // From the start: the rotated file, then the current one.
         let mut all = EventReader::open(dir.path(), true).unwrap();
         assert_eq!(all.read_new().unwrap(), vec![e.clone(), e.clone(), e2]);
+    }
+
+    #[test]
+    fn a_follower_wakes_when_the_log_changes_and_not_for_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = EventReader::follow(dir.path()).unwrap();
+        assert!(r.watch.is_some(), "inotify works on these machines");
+        // Another file of the directory (the store's database lives there) does not end the wait.
+        std::fs::write(dir.path().join("meta.db"), b"x").unwrap();
+        let t = Instant::now();
+        r.wait(Duration::from_millis(300)).unwrap();
+        assert!(
+            t.elapsed() >= Duration::from_millis(300),
+            "woke for another file"
+        );
+        // An append by someone else does, long before the timeout, and is there to read.
+        let e = Event::new(EventType::Volume, "create", "v1", BTreeMap::new());
+        let writer = {
+            let (dir, e) = (dir.path().to_path_buf(), e.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                append(&dir, &e).unwrap();
+            })
+        };
+        let t = Instant::now();
+        r.wait(Duration::from_secs(20)).unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the append did not wake the follower"
+        );
+        writer.join().unwrap();
+        assert_eq!(r.read_new().unwrap(), vec![e.clone()]);
+        // An append made before the wait began is not missed: the wait returns at once.
+        append(dir.path(), &e).unwrap();
+        let t = Instant::now();
+        r.wait(Duration::from_secs(20)).unwrap();
+        assert!(t.elapsed() < Duration::from_secs(10));
+        assert_eq!(r.read_new().unwrap(), vec![e]);
     }
 }
