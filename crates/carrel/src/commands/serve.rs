@@ -86,6 +86,18 @@ pub fn run(engine: Engine, a: &ServeArgs) -> Result<u8> {
         .context("starting the server's runtime")?;
     // The engine handle is shared by every request for the server's lifetime.
     let engine = Arc::new(engine);
+    // What the host can do (the OCI runtimes, which are probed by creating a container with
+    // each, and the kernel's features) is found out now, beside the first requests, rather
+    // than by the first request that needs it: on a fresh data root that is ~100 ms, and the
+    // first `docker info` or `docker run` would wait for it.
+    let warm = Arc::clone(&engine);
+    let _ = std::thread::Builder::new()
+        .name("host-probe".into())
+        .spawn(move || {
+            if let Err(e) = warm.info() {
+                tracing::debug!(error = %e, "probing the host at start-up");
+            }
+        });
     let result: Result<()> = rt.block_on(async {
         let listener = {
             // Created with no access for others, then opened to the group.
