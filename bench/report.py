@@ -14,7 +14,9 @@ An aim is "LABEL::KIND::ARGS" with KIND one of
     diff::G1::S1::G2::S2::OP::LIMIT    median(G1,S1) - median(G2,S2) OP LIMIT (ms)
     pdiff::G1::S1::G2::S2::OP::LIMIT   median over rounds of (G1,S1) - (G2,S2) in the same round
                                        OP LIMIT (ms): paired, so that the VM's drift between
-                                       rounds cancels out
+                                       rounds cancels out; shown with its distribution-free 95%
+                                       confidence interval, and met only when the whole interval
+                                       is on the aim's side of LIMIT
     abs::G::S::OP::LIMIT               median(G,S) OP LIMIT (ms)
 with OP one of < <= > >=. An aim whose samples are missing is reported as "not measured".
 Adapted in spirit from /work/shared/bench/report.py (side-by-side medians), rewritten for
@@ -36,6 +38,16 @@ def fmt_ms(x):
     if abs(x) < 10:
         return f"{x:.2f}"
     return f"{x:.1f}" if abs(x) < 1000 else f"{x:.0f}"
+
+
+def median_interval(values):
+    """The distribution-free 95% confidence interval of the median of sorted `values`: the order
+    statistics whose ranks are n/2 -+ 1.96 sqrt(n)/2 (the sign test's normal approximation)."""
+    n = len(values)
+    if n == 0:
+        return (float("nan"), float("nan"))
+    k = max(0, int((n - 1.96 * n**0.5) // 2))
+    return (values[k], values[n - 1 - k])
 
 
 def main():
@@ -117,8 +129,9 @@ def main():
             elif kind == "pdiff":
                 g1, s1, g2, s2, op, lim = args
                 x, y = by_round.get((g1, s1), {}), by_round.get((g2, s2), {})
-                paired = [x[r] - y[r] for r in x if r in y]
+                paired = sorted(x[r] - y[r] for r in x if r in y)
                 val = statistics.median(paired) if paired else None
+                ci = median_interval(paired)
             elif kind == "abs":
                 g1, s1, op, lim = args
                 val = med(g1, s1)
@@ -129,6 +142,10 @@ def main():
                 continue
             shown = f"{val:.2f}×" if kind == "ratio" else f"{val:.1f} ms"
             ok = OPS[op](val, float(lim))
+            if kind == "pdiff":
+                lo, hi = ci
+                shown = f"{val:+.2f} ms (95% CI {lo:+.2f} to {hi:+.2f}, {len(paired)} rounds)"
+                ok = OPS[op](hi if op in ("<", "<=") else lo, float(lim))
             out.append(f"| {label} ({op} {lim}{'×' if kind == 'ratio' else ' ms'}) | {shown} | {'yes' if ok else '**no**'} |")
         out.append("")
     for n in a.note:

@@ -29,7 +29,7 @@ done
 
 # the command line as given, with the environment overrides the suites read, for the reports
 env_prefix=
-for v in CARREL WORK QUIET_BUSY QUIET_MAX QUIET_TOTAL ROUNDS WARMUP RUNTIMES ARCHIVE LOAD_DIRS IMAGES TREE_DIRS ROUNDS_LS NV NL ND NF DD_MB P CARREL_SERVE_ARGS N_KEEPALIVE; do
+for v in CARREL WORK QUIET_BUSY QUIET_MAX QUIET_TOTAL ROUNDS WARMUP RUNTIMES ARCHIVE LOAD_DIRS IMAGES TREE_DIRS ROUNDS_LS NV NL ND NF DD_MB P CARREL_SERVE_ARGS N_KEEPALIVE CLIENTS SECTIONS NO_RUN; do
   [ -n "${!v:-}" ] && env_prefix+="$v=${!v} "
 done
 for s in "${suites[@]}"; do

@@ -1,21 +1,29 @@
 #!/bin/bash
-# Suite "cli" (issue "`carrel serve`"): the same docker CLI (Debian's docker 20.10 client) runs the
-# same commands against `carrel serve` (the Docker Engine API on a unix socket) and against
-# dockerd, alternating, and the ratios carrel ÷ dockerd are reported. (carrel's side is skipped,
-# with a note, by a carrel without `serve`.)
+# Suite "cli" (issue "`carrel serve`"): the same docker CLIs (Debian's docker 20.10 client and the
+# docker 28.2.2 client in /usr/local/bin) run the same commands against `carrel serve` (the Docker
+# Engine API on a unix socket) and against dockerd, alternating, and the ratios carrel ÷ dockerd
+# are reported. (carrel's side is skipped, with a note, by a carrel without `serve`.)
 #
 # Commands: those of the seed document's examples that leave nothing behind (see CASES below):
 # version, info, images, ps -a, image inspect, volume create/inspect/ls/rm, system df,
 # run --rm with a volume, a tmpfs and a read-only root.
 #
 # The docker client itself takes ~40 ms per command, for either server, which hides most of the
-# servers' difference; so the API requests behind the read-only commands also run through curl
-# (API_CASES), a client that costs a few milliseconds, and N_KEEPALIVE times over one kept-alive
-# connection (bench/apitime.py), which leaves only the servers' own times.
+# servers' difference, so three more views leave the client's own time out:
+# - the server's share of each CLI command (bench/servershare.py): the same command through a relay
+#   that notes how long the command had a request out and its answer not yet in full;
+# - the API requests behind the read-only commands through curl (API_CASES), a client that costs a
+#   few milliseconds;
+# - the same requests N_KEEPALIVE times over one kept-alive connection (bench/apitime.py), the
+#   servers' own times.
 #
 # Usage: bench/suites/cli.sh             (or bench/run.sh cli)
 # Environment: ROUNDS (default 21), WARMUP (default 2), N_KEEPALIVE (default 50), CARREL_SERVE_ARGS (how to make
-# `carrel serve` listen on a socket; default "-H unix://SOCKET"; adjust to carrel's flags).
+# `carrel serve` listen on a socket; default "-H unix://SOCKET"; adjust to carrel's flags),
+# CLIENTS (the docker CLI binaries; default "/usr/bin/docker /usr/local/bin/docker"), SECTIONS (which
+# views to measure: any of "cli share api keepalive", default all), NO_RUN=1 (leave the `run`
+# commands out: with SECTIONS=cli and many ROUNDS, a long paired run of the quick commands, whose
+# differences are a fraction of a millisecond under the client's few milliseconds of noise).
 SUITE=cli
 # shellcheck source=SCRIPTDIR/../lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -28,6 +36,15 @@ CASES=("version" "info" "images" "ps -a" "image inspect busybox"
   "volume create bench-cli-new" "volume inspect bench-cli-new" "volume ls" "volume rm bench-cli-new"
   "system df" "run --rm busybox true" "run --rm -v bench-cli-data:/data busybox true"
   "run --rm --tmpfs /run:size=64m busybox true" "run --rm --read-only busybox true")
+read -r -a CLIENTS <<<"${CLIENTS:-/usr/bin/docker /usr/local/bin/docker}"
+SECTIONS=${SECTIONS:-cli share api keepalive}
+# want SECTION: whether SECTION is measured in this run
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+if [ "${NO_RUN:-0}" = 1 ]; then
+  quick=()
+  for c in "${CASES[@]}"; do [[ $c == run\ * ]] || quick+=("$c"); done
+  CASES=("${quick[@]}")
+fi
 
 # API requests: "METHOD PATH" (API 1.41, as the 20.10 client sends them)
 API_CASES=("GET /_ping" "GET /version" "GET /info" "GET /images/json" "GET /containers/json?all=1"
@@ -66,11 +83,29 @@ else
   log "carrel has no 'serve' command yet: skipping carrel's side (dockerd only)"
 fi
 
-# client SERVER ARGS...: the docker CLI against SERVER
+# sock_of SERVER: the socket SERVER listens on
+sock_of() { if [ "$1" = dockerd ]; then echo "$DOCKER_SOCK"; else echo "$CARREL_SOCK"; fi; }
+
+# client SERVER ARGS...: Debian's docker CLI against SERVER
 client() {
   local server=$1; shift
-  if [ "$server" = dockerd ]; then docker "$@"; else DOCKER_HOST=unix://$CARREL_SOCK /usr/bin/docker "$@"; fi
+  DOCKER_HOST=unix://$(sock_of "$server") /usr/bin/docker "$@"
 }
+
+# cli_with BIN SERVER ARGS...: the docker CLI BIN against SERVER
+cli_with() {
+  local bin=$1 server=$2; shift 2
+  DOCKER_HOST=unix://$(sock_of "$server") "$bin" "$@"
+}
+
+# the clients' versions, in the groups' names: "docker version (client 20.10.24)"
+declare -A CLIENT_VERSION
+for bin in "${CLIENTS[@]}"; do
+  [ -x "$bin" ] || die "no docker CLI at $bin (set CLIENTS)"
+  CLIENT_VERSION[$bin]=$("$bin" --version | sed -E 's/^Docker version ([0-9.]+).*/\1/')
+done
+# group CASE BIN: the group name of CASE run by the CLI BIN
+group() { echo "docker $1 (client ${CLIENT_VERSION[$2]})"; }
 
 # the volume the runs mount, on both servers (removed at exit)
 for s in "${SERVERS[@]}"; do run_quiet client "$s" volume create bench-cli-data; done
@@ -80,23 +115,59 @@ rm_cli_volumes() {
 }
 at_exit rm_cli_volumes
 
-for c in "${CASES[@]}"; do
-  for s in "${SERVERS[@]}"; do describe "docker $c" "$s" "DOCKER_HOST=unix://$([ "$s" = dockerd ] && echo "$DOCKER_SOCK" || echo "$CARREL_SOCK") docker $c"; done
-done
-for ((w = 0; w < WARMUP; w++)); do
-  for c in "${CASES[@]}"; do
-    read -r -a args <<<"$c"
-    for s in "${SERVERS[@]}"; do run_quiet client "$s" "${args[@]}"; done
+if want cli; then
+  for bin in "${CLIENTS[@]}"; do
+    for c in "${CASES[@]}"; do
+      for s in "${SERVERS[@]}"; do describe "$(group "$c" "$bin")" "$s" "DOCKER_HOST=unix://$(sock_of "$s") $bin $c"; done
+    done
   done
-done
-for ((r = 1; r <= ROUNDS; r++)); do
-  wait_quiet
-  mapfile -t order < <(rotate "$r" "${SERVERS[@]}")
-  for c in "${CASES[@]}"; do
-    read -r -a args <<<"$c"
-    for s in "${order[@]}"; do timed "docker $c" "$s" "$r" client "$s" "${args[@]}"; done
+  for ((w = 0; w < WARMUP; w++)); do
+    for bin in "${CLIENTS[@]}"; do
+      for c in "${CASES[@]}"; do
+        read -r -a args <<<"$c"
+        for s in "${SERVERS[@]}"; do run_quiet cli_with "$bin" "$s" "${args[@]}"; done
+      done
+    done
   done
-done
+  for ((r = 1; r <= ROUNDS; r++)); do
+    wait_quiet
+    mapfile -t order < <(rotate "$r" "${SERVERS[@]}")
+    for bin in "${CLIENTS[@]}"; do
+      for c in "${CASES[@]}"; do
+        read -r -a args <<<"$c"
+        for s in "${order[@]}"; do timed "$(group "$c" "$bin")" "$s" "$r" cli_with "$bin" "$s" "${args[@]}"; done
+      done
+    done
+  done
+fi
+
+# the server's share of the same commands (all but `run`, whose streams stay open while the
+# container runs): each through bench/servershare.py, which relays the CLI's connections to the
+# server and reports how long the CLI had a request out and its answer not yet in full
+SHARE_CASES=()
+for c in "${CASES[@]}"; do [[ $c == run\ * ]] || SHARE_CASES+=("$c"); done
+share_group() { echo "$(group "$1" "$2"): the server's share"; }
+if want share; then
+  for bin in "${CLIENTS[@]}"; do
+    for c in "${SHARE_CASES[@]}"; do
+      for s in "${SERVERS[@]}"; do describe "$(share_group "$c" "$bin")" "$s" "bench/servershare.py $(sock_of "$s") $bin $c"; done
+    done
+  done
+  for ((r = 1; r <= ROUNDS; r++)); do
+    wait_quiet
+    mapfile -t order < <(rotate "$r" "${SERVERS[@]}")
+    for bin in "${CLIENTS[@]}"; do
+      for c in "${SHARE_CASES[@]}"; do
+        read -r -a args <<<"$c"
+        for s in "${order[@]}"; do
+          ms=$(python3 "$BENCH_DIR/servershare.py" "$(sock_of "$s")" "$bin" "${args[@]}" 2>>"$LOGS/$SUITE-last.err") ||
+            die "servershare failed ($c / $s; see $LOGS/$SUITE-last.err)"
+          record "$(share_group "$c" "$bin")" "$s" "$r" "$ms"
+        done
+      done
+    done
+  done
+fi
 
 # api SERVER METHOD PATH: one request with curl, the answer discarded (a failure counts)
 api() {
@@ -104,19 +175,21 @@ api() {
   [ "$1" = dockerd ] && sock=$DOCKER_SOCK
   curl -sf -o /dev/null --unix-socket "$sock" -X "$2" "http://localhost/v1.41$3"
 }
-for c in "${API_CASES[@]}"; do
-  for s in "${SERVERS[@]}"; do describe "API $c" "$s" "curl --unix-socket SOCKET -X ${c% *} http://localhost/v1.41${c#* }"; done
-done
-for c in "${API_CASES[@]}"; do
-  for s in "${SERVERS[@]}"; do run_quiet api "$s" ${c% *} "${c#* }"; done
-done
-for ((r = 1; r <= ROUNDS; r++)); do
-  wait_quiet
-  mapfile -t order < <(rotate "$r" "${SERVERS[@]}")
+if want api; then
   for c in "${API_CASES[@]}"; do
-    for s in "${order[@]}"; do timed "API $c" "$s" "$r" api "$s" ${c% *} "${c#* }"; done
+    for s in "${SERVERS[@]}"; do describe "API $c" "$s" "curl --unix-socket SOCKET -X ${c% *} http://localhost/v1.41${c#* }"; done
   done
-done
+  for c in "${API_CASES[@]}"; do
+    for s in "${SERVERS[@]}"; do run_quiet api "$s" ${c% *} "${c#* }"; done
+  done
+  for ((r = 1; r <= ROUNDS; r++)); do
+    wait_quiet
+    mapfile -t order < <(rotate "$r" "${SERVERS[@]}")
+    for c in "${API_CASES[@]}"; do
+      for s in "${order[@]}"; do timed "API $c" "$s" "$r" api "$s" ${c% *} "${c#* }"; done
+    done
+  done
+fi
 
 # the same requests again, N_KEEPALIVE times over one kept-alive connection (bench/apitime.py):
 # each sample is the mean time per request, the server's own time with no client start-up; and
@@ -134,29 +207,49 @@ apitime() {
     python3 "$BENCH_DIR/apitime.py" "$sock" "$N_KEEPALIVE" "${c% *} /v1.41${c#* }"
   fi
 }
-for c in "${KEEPALIVE_CASES[@]}"; do
-  for s in "${SERVERS[@]}"; do describe "API $c, kept-alive" "$s" "bench/apitime.py SOCKET $N_KEEPALIVE '$c' (mean per pass over one connection)"; done
-done
-for ((r = 1; r <= ROUNDS; r++)); do
-  wait_quiet
-  mapfile -t order < <(rotate "$r" "${SERVERS[@]}")
+if want keepalive; then
   for c in "${KEEPALIVE_CASES[@]}"; do
-    for s in "${order[@]}"; do
-      ms=$(apitime "$s" "$c") || die "apitime failed (API $c / $s)"
-      record "API $c, kept-alive" "$s" "$r" "$ms"
+    for s in "${SERVERS[@]}"; do describe "API $c, kept-alive" "$s" "bench/apitime.py SOCKET $N_KEEPALIVE '$c' (mean per pass over one connection)"; done
+  done
+  for ((r = 1; r <= ROUNDS; r++)); do
+    wait_quiet
+    mapfile -t order < <(rotate "$r" "${SERVERS[@]}")
+    for c in "${KEEPALIVE_CASES[@]}"; do
+      for s in "${order[@]}"; do
+        ms=$(apitime "$s" "$c") || die "apitime failed (API $c / $s)"
+        record "API $c, kept-alive" "$s" "$r" "$ms"
+      done
     done
   done
-done
+fi
 
 aims=()
-for c in "${CASES[@]}"; do
-  aims+=(--aim "docker $c: carrel serve faster than dockerd::ratio::docker $c::carrel serve::docker $c::dockerd::<::1")
-done
-for c in "${API_CASES[@]}"; do
-  aims+=(--aim "API $c: carrel serve faster than dockerd::ratio::API $c::carrel serve::API $c::dockerd::<::1")
-done
-for c in "${KEEPALIVE_CASES[@]}"; do
-  aims+=(--aim "API $c, kept-alive: carrel serve faster than dockerd::ratio::API $c, kept-alive::carrel serve::API $c, kept-alive::dockerd::<::1")
-done
+if want cli; then
+  for bin in "${CLIENTS[@]}"; do
+    for c in "${CASES[@]}"; do
+      g=$(group "$c" "$bin")
+      aims+=(--aim "$g: carrel serve faster than dockerd::ratio::$g::carrel serve::$g::dockerd::<::1")
+      aims+=(--aim "$g: carrel serve faster than dockerd, paired by round::pdiff::$g::carrel serve::$g::dockerd::<::0")
+    done
+  done
+fi
+if want share; then
+  for bin in "${CLIENTS[@]}"; do
+    for c in "${SHARE_CASES[@]}"; do
+      g=$(share_group "$c" "$bin")
+      aims+=(--aim "$g: carrel serve's smaller than dockerd's::ratio::$g::carrel serve::$g::dockerd::<::1")
+    done
+  done
+fi
+if want api; then
+  for c in "${API_CASES[@]}"; do
+    aims+=(--aim "API $c: carrel serve faster than dockerd::ratio::API $c::carrel serve::API $c::dockerd::<::1")
+  done
+fi
+if want keepalive; then
+  for c in "${KEEPALIVE_CASES[@]}"; do
+    aims+=(--aim "API $c, kept-alive: carrel serve faster than dockerd::ratio::API $c, kept-alive::carrel serve::API $c, kept-alive::dockerd::<::1")
+  done
+fi
 write_report "cli: the docker CLI against carrel serve vs dockerd" "${aims[@]}" \
-  --note "Conditions: Debian's docker 20.10 client (and curl for the API rows) for both servers; the same busybox image in both; servers rotate which goes first each round."
+  --note "Conditions: the same docker clients (Debian's 20.10 and 28.2.2; curl and Python for the API rows) for both servers; the same busybox image in both; servers rotate which goes first each round."
