@@ -22,6 +22,7 @@
 #   QUIET_BUSY   before every round, wait until the CPUs are at most this % busy (other work on
 #                this shared VM, measured over 1 s while the suite is idle)   [25; 100 = never wait]
 #   QUIET_MAX    wait at most this many seconds for a quiet machine, then go on   [120]
+#   QUIET_SAMPLE how long each look at the CPUs lasts, in seconds (one before every round)   [1]
 #   QUIET_TOTAL  wait at most this many seconds in all per suite   [600]
 
 set -euo pipefail
@@ -312,11 +313,11 @@ timed_sync() {
   record "$g + sync" "$s" "$r" "$(_ms_between "$t0" "$t2")"
 }
 
-# cpu_busy: % of CPU time not idle (nor iowait) over the next second, all CPUs
+# cpu_busy: % of CPU time not idle (nor iowait) over the next QUIET_SAMPLE seconds, all CPUs
 cpu_busy() {
   local a b
   a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
-  sleep 1
+  sleep "${QUIET_SAMPLE:-1}"
   b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat)
   awk -v a="$a" -v b="$b" 'BEGIN{split(a, x, " "); split(b, y, " "); d = (y[1] - x[1]) + (y[2] - x[2]);
     printf "%d\n", (d > 0) ? 100 * (y[1] - x[1]) / d : 0}'

@@ -29,7 +29,7 @@ done
 
 # the command line as given, with the environment overrides the suites read, for the reports
 env_prefix=
-for v in CARREL WORK QUIET_BUSY QUIET_MAX QUIET_TOTAL ROUNDS WARMUP RUNTIMES ARCHIVE LOAD_DIRS IMAGES TREE_DIRS ROUNDS_LS NV NL ND NF DD_MB P CARREL_SERVE_ARGS N_KEEPALIVE CLIENTS SECTIONS NO_RUN; do
+for v in CARREL WORK QUIET_BUSY QUIET_MAX QUIET_TOTAL ROUNDS WARMUP RUNTIMES ARCHIVE LOAD_DIRS IMAGES TREE_DIRS ROUNDS_LS NV NL ND NF DD_MB P CARREL_SERVE_ARGS N_KEEPALIVE CLIENTS SECTIONS NO_RUN ONLY QUIET_SAMPLE; do
   [ -n "${!v:-}" ] && env_prefix+="$v=${!v} "
 done
 for s in "${suites[@]}"; do
@@ -41,4 +41,4 @@ done
 if pgrep -f '/run/carrel-bench/docker' >/dev/null || findmnt -rn -o TARGET | grep -q '^/var/tmp/carrel-bench/'; then
   echo "WARNING: bench leftovers (dockerd or mounts under /var/tmp/carrel-bench)" >&2
 fi
-echo "reports: $(for s in "${suites[@]}"; do printf 'bench/results/%s.md ' "$s"; done)" >&2
+echo "reports: $(for s in "${suites[@]}"; do printf '%s/%s.md ' "${RESULTS_DIR:-bench/results}" "$s"; done)" >&2

@@ -23,7 +23,9 @@
 # CLIENTS (the docker CLI binaries; default "/usr/bin/docker /usr/local/bin/docker"), SECTIONS (which
 # views to measure: any of "cli share api keepalive", default all), NO_RUN=1 (leave the `run`
 # commands out: with SECTIONS=cli and many ROUNDS, a long paired run of the quick commands, whose
-# differences are a fraction of a millisecond under the client's few milliseconds of noise).
+# differences are a fraction of a millisecond under the client's few milliseconds of noise), ONLY
+# (a regular expression: only the commands it matches; keep `volume create` and `volume rm` with
+# `volume inspect`, which inspects the volume the first creates).
 SUITE=cli
 # shellcheck source=SCRIPTDIR/../lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -40,6 +42,12 @@ read -r -a CLIENTS <<<"${CLIENTS:-/usr/bin/docker /usr/local/bin/docker}"
 SECTIONS=${SECTIONS:-cli share api keepalive}
 # want SECTION: whether SECTION is measured in this run
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+if [ -n "${ONLY:-}" ]; then
+  only=()
+  for c in "${CASES[@]}"; do [[ $c =~ $ONLY ]] && only+=("$c"); done
+  ((${#only[@]})) || die "ONLY=$ONLY matches none of the commands"
+  CASES=("${only[@]}")
+fi
 if [ "${NO_RUN:-0}" = 1 ]; then
   quick=()
   for c in "${CASES[@]}"; do [[ $c == run\ * ]] || quick+=("$c"); done
@@ -115,30 +123,48 @@ rm_cli_volumes() {
 }
 at_exit rm_cli_volumes
 
-if want cli; then
-  for bin in "${CLIENTS[@]}"; do
-    for c in "${CASES[@]}"; do
-      for s in "${SERVERS[@]}"; do describe "$(group "$c" "$bin")" "$s" "DOCKER_HOST=unix://$(sock_of "$s") $bin $c"; done
-    done
-  done
-  for ((w = 0; w < WARMUP; w++)); do
-    for bin in "${CLIENTS[@]}"; do
-      for c in "${CASES[@]}"; do
-        read -r -a args <<<"$c"
-        for s in "${SERVERS[@]}"; do run_quiet cli_with "$bin" "$s" "${args[@]}"; done
-      done
-    done
-  done
+# client_rounds MEASURE CASE...: ROUNDS rounds; in each, `MEASURE ROUND BIN SERVER CASE` for every
+# client BIN, CASE and server (in an order rotated each round)
+client_rounds() {
+  local measure=$1 r bin c s order; shift
   for ((r = 1; r <= ROUNDS; r++)); do
     wait_quiet
     mapfile -t order < <(rotate "$r" "${SERVERS[@]}")
     for bin in "${CLIENTS[@]}"; do
-      for c in "${CASES[@]}"; do
-        read -r -a args <<<"$c"
-        for s in "${order[@]}"; do timed "$(group "$c" "$bin")" "$s" "$r" cli_with "$bin" "$s" "${args[@]}"; done
+      for c in "$@"; do
+        for s in "${order[@]}"; do "$measure" "$r" "$bin" "$s" "$c"; done
       done
     done
   done
+}
+
+# time_cli ROUND BIN SERVER CASE: the CLI's wall time
+time_cli() {
+  local args
+  read -r -a args <<<"$4"
+  timed "$(group "$4" "$2")" "$3" "$1" cli_with "$2" "$3" "${args[@]}"
+}
+
+# each_case FN CASE...: `FN BIN SERVER CASE` for every client BIN, CASE and server
+each_case() {
+  local fn=$1 bin c s; shift
+  for bin in "${CLIENTS[@]}"; do
+    for c in "$@"; do
+      for s in "${SERVERS[@]}"; do "$fn" "$bin" "$s" "$c"; done
+    done
+  done
+}
+describe_cli() { describe "$(group "$3" "$1")" "$2" "DOCKER_HOST=unix://$(sock_of "$2") $1 $3"; }
+warm_cli() {
+  local args
+  read -r -a args <<<"$3"
+  run_quiet cli_with "$1" "$2" "${args[@]}"
+}
+
+if want cli; then
+  each_case describe_cli "${CASES[@]}"
+  for ((w = 0; w < WARMUP; w++)); do each_case warm_cli "${CASES[@]}"; done
+  client_rounds time_cli "${CASES[@]}"
 fi
 
 # the server's share of the same commands (all but `run`, whose streams stay open while the
@@ -147,26 +173,18 @@ fi
 SHARE_CASES=()
 for c in "${CASES[@]}"; do [[ $c == run\ * ]] || SHARE_CASES+=("$c"); done
 share_group() { echo "$(group "$1" "$2"): the server's share"; }
+# share_cli ROUND BIN SERVER CASE: the server's share of the CLI command
+share_cli() {
+  local args ms
+  read -r -a args <<<"$4"
+  ms=$(python3 "$BENCH_DIR/servershare.py" "$(sock_of "$3")" "$2" "${args[@]}" 2>>"$LOGS/$SUITE-last.err") ||
+    die "servershare failed ($4 / $3; see $LOGS/$SUITE-last.err)"
+  record "$(share_group "$4" "$2")" "$3" "$1" "$ms"
+}
+describe_share() { describe "$(share_group "$3" "$1")" "$2" "bench/servershare.py $(sock_of "$2") $1 $3"; }
 if want share; then
-  for bin in "${CLIENTS[@]}"; do
-    for c in "${SHARE_CASES[@]}"; do
-      for s in "${SERVERS[@]}"; do describe "$(share_group "$c" "$bin")" "$s" "bench/servershare.py $(sock_of "$s") $bin $c"; done
-    done
-  done
-  for ((r = 1; r <= ROUNDS; r++)); do
-    wait_quiet
-    mapfile -t order < <(rotate "$r" "${SERVERS[@]}")
-    for bin in "${CLIENTS[@]}"; do
-      for c in "${SHARE_CASES[@]}"; do
-        read -r -a args <<<"$c"
-        for s in "${order[@]}"; do
-          ms=$(python3 "$BENCH_DIR/servershare.py" "$(sock_of "$s")" "$bin" "${args[@]}" 2>>"$LOGS/$SUITE-last.err") ||
-            die "servershare failed ($c / $s; see $LOGS/$SUITE-last.err)"
-          record "$(share_group "$c" "$bin")" "$s" "$r" "$ms"
-        done
-      done
-    done
-  done
+  each_case describe_share "${SHARE_CASES[@]}"
+  client_rounds share_cli "${SHARE_CASES[@]}"
 fi
 
 # api SERVER METHOD PATH: one request with curl, the answer discarded (a failure counts)

@@ -12,7 +12,8 @@
 //!   client slows the engine down and a gone one stops it).
 //! - Hijacked connections (attach, exec): [`streams`].
 //! - Events: the engine's durable events log (`carrel_engine::events`), tailed by one thread
-//!   that feeds every `GET /events` client and every `wait`.
+//!   that feeds every `GET /events` client and every `wait`; it sleeps on inotify until the log
+//!   changes, so an exit reaches a waiting client at once.
 
 #![warn(missing_docs)]
 
