@@ -30,7 +30,9 @@ done
 # the command line as given, with the environment overrides the suites read, for the reports
 env_prefix=
 for v in CARREL WORK QUIET_BUSY QUIET_MAX QUIET_TOTAL ROUNDS WARMUP RUNTIMES ARCHIVE LOAD_DIRS IMAGES TREE_DIRS ROUNDS_LS NV NL ND NF DD_MB P CARREL_SERVE_ARGS N_KEEPALIVE CLIENTS SECTIONS NO_RUN ONLY QUIET_SAMPLE; do
-  [ -n "${!v:-}" ] && env_prefix+="$v=${!v} "
+  [ -n "${!v:-}" ] || continue
+  # quoted when it holds more than a word, so that the recorded command can be pasted back
+  if [[ ${!v} =~ ^[A-Za-z0-9_./:=,+-]+$ ]]; then env_prefix+="$v=${!v} "; else env_prefix+="$v='${!v}' "; fi
 done
 for s in "${suites[@]}"; do
   echo "=== bench/run.sh: suite $s ===" >&2

@@ -256,6 +256,7 @@ if want share; then
     for c in "${SHARE_CASES[@]}"; do
       g=$(share_group "$c" "$bin")
       aims+=(--aim "$g: carrel serve's smaller than dockerd's::ratio::$g::carrel serve::$g::dockerd::<::1")
+      aims+=(--aim "$g: carrel serve's smaller than dockerd's, paired by round::pdiff::$g::carrel serve::$g::dockerd::<::0")
     done
   done
 fi
