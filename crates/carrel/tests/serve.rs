@@ -1225,6 +1225,27 @@ fn server_lifecycle() {
     s.ok(&["rm", "-f", "long"]);
 }
 
+/// The server probes the host's runtimes at start-up (a container created and deleted with
+/// each); stopped at once, it finishes the probe first, leaving no probe container behind.
+#[test]
+fn a_server_stopped_at_once_finishes_its_runtime_probe() {
+    let mut s = Server::start("serve-quick-stop");
+    let st = s.stop();
+    assert!(st.success(), "serve exit: {st}: {}", s.log());
+    let runtime_dir = s.root.path("runtime");
+    assert!(
+        runtime_dir.join("probe.json").exists(),
+        "the probe finished and was cached: {}",
+        s.log()
+    );
+    let left: Vec<String> = std::fs::read_dir(&runtime_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("probe-"))
+        .collect();
+    assert!(left.is_empty(), "probe containers left: {left:?}");
+}
+
 #[test]
 fn load_200_clients() {
     let s = Server::start("serve-load");

@@ -89,9 +89,10 @@ pub fn run(engine: Engine, a: &ServeArgs) -> Result<u8> {
     // What the host can do (the OCI runtimes, which are probed by creating a container with
     // each, and the kernel's features) is found out now, beside the first requests, rather
     // than by the first request that needs it: on a fresh data root that is ~100 ms, and the
-    // first `docker info` or `docker run` would wait for it.
+    // first `docker info` or `docker run` would wait for it. (Joined before the server exits:
+    // a runtime's probe container exists between its create and its delete.)
     let warm = Arc::clone(&engine);
-    let _ = std::thread::Builder::new()
+    let host_probe = std::thread::Builder::new()
         .name("host-probe".into())
         .spawn(move || {
             if let Err(e) = warm.info() {
@@ -134,6 +135,9 @@ pub fn run(engine: Engine, a: &ServeArgs) -> Result<u8> {
         Ok(())
     });
     let _ = std::fs::remove_file(&socket);
+    if let Ok(probe) = host_probe {
+        let _ = probe.join();
+    }
     drop(lock);
     // Requests still running engine work are not waited for long: what a lease covers is rolled
     // back by the next carrel command.
