@@ -242,22 +242,20 @@ if want keepalive; then
 fi
 
 aims=()
+# aim_pair GROUP CLAIM: carrel serve against dockerd on GROUP, by the ratio of the medians and by
+# the median of per-round differences
+aim_pair() {
+  aims+=(--aim "$1: $2::ratio::$1::carrel serve::$1::dockerd::<::1")
+  aims+=(--aim "$1: $2, paired by round::pdiff::$1::carrel serve::$1::dockerd::<::0")
+}
 if want cli; then
   for bin in "${CLIENTS[@]}"; do
-    for c in "${CASES[@]}"; do
-      g=$(group "$c" "$bin")
-      aims+=(--aim "$g: carrel serve faster than dockerd::ratio::$g::carrel serve::$g::dockerd::<::1")
-      aims+=(--aim "$g: carrel serve faster than dockerd, paired by round::pdiff::$g::carrel serve::$g::dockerd::<::0")
-    done
+    for c in "${CASES[@]}"; do aim_pair "$(group "$c" "$bin")" "carrel serve faster than dockerd"; done
   done
 fi
 if want share; then
   for bin in "${CLIENTS[@]}"; do
-    for c in "${SHARE_CASES[@]}"; do
-      g=$(share_group "$c" "$bin")
-      aims+=(--aim "$g: carrel serve's smaller than dockerd's::ratio::$g::carrel serve::$g::dockerd::<::1")
-      aims+=(--aim "$g: carrel serve's smaller than dockerd's, paired by round::pdiff::$g::carrel serve::$g::dockerd::<::0")
-    done
+    for c in "${SHARE_CASES[@]}"; do aim_pair "$(share_group "$c" "$bin")" "carrel serve's smaller than dockerd's"; done
   done
 fi
 if want api; then
