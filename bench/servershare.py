@@ -14,6 +14,7 @@ the same few tens of microseconds per chunk for any server.
 
 For commands that finish their requests before they exit (not `run`/`attach`, whose streams stay
 open while the container runs). CMD failing is an error (exit 1, its stderr shown).
+SERVERSHARE_VERBOSE=1 also lists each exchange on stderr (start, end, length in ms, request line).
 """
 import os
 import socket
@@ -39,7 +40,6 @@ class Relay:
         self.lock = threading.Lock()
         self.connections = []  # per connection: list of (time, "c" or "s") chunk events
         self.pumps = []
-        self.closing = False
         threading.Thread(target=self.accept_loop, daemon=True).start()
 
     def accept_loop(self):
